@@ -1,0 +1,110 @@
+//! Bounded "seen" sets for exactly-once processing.
+
+use std::collections::{BTreeSet, VecDeque};
+
+use crate::ids::EntryId;
+use crate::time::Timestamp;
+
+/// A set that remembers the last `capacity` values inserted.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct RecentSet<T: Ord + Clone> {
+    capacity: usize,
+    order: VecDeque<T>,
+    members: BTreeSet<T>,
+}
+
+impl<T: Ord + Clone> RecentSet<T> {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            order: VecDeque::new(),
+            members: BTreeSet::new(),
+        }
+    }
+
+    pub(crate) fn contains(&self, value: &T) -> bool {
+        self.members.contains(value)
+    }
+
+    /// Inserts `value`; returns whether it was new, and the value evicted to make room.
+    pub(crate) fn insert(&mut self, value: T) -> (bool, Option<T>) {
+        if self.members.contains(&value) {
+            return (false, None);
+        }
+        let evicted = if self.order.len() == self.capacity {
+            self.order.pop_front().inspect(|old| {
+                self.members.remove(old);
+            })
+        } else {
+            None
+        };
+        self.members.insert(value.clone());
+        self.order.push_back(value);
+        (true, evicted)
+    }
+}
+
+/// The entries already processed, keyed by identifier. The last `capacity` identifiers are
+/// kept exactly; entries older than anything evicted are recognised by a timestamp watermark.
+/// The watermark is strict (an entry exactly at it counts as new), so a real entry is never
+/// dropped because another one shared its millisecond.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct EntryDedupe {
+    recent: RecentSet<(EntryId, Option<Timestamp>)>,
+    ids: BTreeSet<EntryId>,
+    watermark: Option<Timestamp>,
+}
+
+impl EntryDedupe {
+    pub(crate) fn new(capacity: usize) -> Self {
+        Self {
+            recent: RecentSet::new(capacity),
+            ids: BTreeSet::new(),
+            watermark: None,
+        }
+    }
+
+    /// Records the entry; returns `true` if it had not been seen.
+    pub(crate) fn first_sighting(&mut self, id: &EntryId, server_time: Option<Timestamp>) -> bool {
+        if self.ids.contains(id) {
+            return false;
+        }
+        if let (Some(time), Some(watermark)) = (server_time, self.watermark)
+            && time < watermark
+        {
+            return false;
+        }
+        let (_, evicted) = self.recent.insert((id.clone(), server_time));
+        self.ids.insert(id.clone());
+        if let Some((old_id, old_time)) = evicted {
+            self.ids.remove(&old_id);
+            if let Some(old_time) = old_time {
+                self.watermark = Some(self.watermark.map_or(old_time, |w| w.max(old_time)));
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(text: &str) -> EntryId {
+        EntryId::new(text).expect("test ids are not empty")
+    }
+
+    #[test]
+    fn duplicates_are_recognised_even_after_eviction() {
+        let mut dedupe = EntryDedupe::new(2);
+        let at = Timestamp::from_unix_millis;
+        assert!(dedupe.first_sighting(&id("a"), Some(at(1))));
+        assert!(!dedupe.first_sighting(&id("a"), Some(at(1))));
+        assert!(dedupe.first_sighting(&id("b"), Some(at(2))));
+        assert!(dedupe.first_sighting(&id("c"), Some(at(3))));
+        // "a" was evicted, but it is older than the watermark.
+        assert!(!dedupe.first_sighting(&id("a"), Some(at(1))));
+        // An unseen entry at the watermark itself still counts as new.
+        assert!(dedupe.first_sighting(&id("a2"), Some(at(1))));
+    }
+}

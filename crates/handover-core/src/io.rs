@@ -1,0 +1,174 @@
+//! The two enums of the driving contract: [`Input`] (facts, in) and [`Command`] (orders, out).
+
+use crate::bot::{BotDelivery, DeliveryFailure, UserMessage};
+use crate::ids::{BotMessageId, CallId};
+use crate::salesforce::{
+    CallFailure, Credential, SalesforceRequest, SalesforceResponse, StreamEvent,
+};
+
+/// Something that happened: a request from the bot side, the result of a command, a stream
+/// event, or the passing of time. Variants are past-tense facts.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input {
+    /// The handover was accepted; begin. Sent once, first.
+    Start,
+    /// The user wrote.
+    UserMessage(UserMessage),
+    /// The user came back to the chat.
+    UserConnected,
+    /// The user left the chat (closed the tab, navigated away).
+    UserDisconnected,
+    /// The user is typing (`true`) or stopped.
+    UserTyping {
+        /// Typing or stopped.
+        on: bool,
+    },
+    /// The user cancelled the handover (cancel intent or button).
+    UserCancelled,
+    /// The Flow closed the handover (Close Handover node).
+    FlowClosed,
+    /// A [`SalesforceCall`] finished.
+    Salesforce {
+        /// The call.
+        call: CallId,
+        /// Its outcome.
+        result: Result<SalesforceResponse, CallFailure>,
+    },
+    /// Something happened on the stream opened by the `OpenStream` call `stream`.
+    Stream {
+        /// The `OpenStream` call that opened it.
+        stream: CallId,
+        /// What happened.
+        event: StreamEvent,
+    },
+    /// A [`BotCall`] finished.
+    Bot {
+        /// The call.
+        call: CallId,
+        /// Its outcome.
+        result: Result<(), DeliveryFailure>,
+    },
+    /// The deadline from [`Session::poll_timeout`](crate::Session::poll_timeout) passed.
+    /// Calling early is harmless: nothing that is not due fires.
+    Timeout,
+}
+
+/// Something to do. Variants are imperatives. Execute every command returned by one
+/// [`Session::handle`](crate::Session::handle) call in order; results come back as inputs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Call Salesforce.
+    Salesforce(SalesforceCall),
+    /// Deliver to the bot platform.
+    Bot(BotCall),
+    /// Count this (a metric, and a log line in the app). Needs no result.
+    Record(Observation),
+}
+
+/// One Salesforce call.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SalesforceCall {
+    /// Echo this in [`Input::Salesforce`] or [`Input::Stream`].
+    pub id: CallId,
+    /// The token to use; `None` for calls that need none (minting, closing the stream).
+    pub credential: Option<Credential>,
+    /// What to do.
+    pub request: SalesforceRequest,
+}
+
+/// One delivery to the bot platform.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BotCall {
+    /// Echo this in [`Input::Bot`].
+    pub id: CallId,
+    /// What to deliver.
+    pub delivery: BotDelivery,
+}
+
+/// A fact worth counting. The app turns these into metrics and log lines; none needs an answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observation {
+    /// An entry arrived again (stream replay, backfill) and was suppressed.
+    DuplicateEntry,
+    /// A user message with an id already seen was ignored.
+    DuplicateUserMessage,
+    /// An SSE event name this version does not know.
+    UnknownEvent {
+        /// The event name.
+        name: String,
+    },
+    /// An entry type this version does not know.
+    UnknownEntryType {
+        /// The entry type.
+        entry_type: String,
+    },
+    /// An event that could not be decoded; a backfill was scheduled.
+    MalformedEvent {
+        /// What was wrong.
+        reason: String,
+    },
+    /// An agent event with no text and no content was not relayed.
+    EmptyAgentMessage,
+    /// An entry of another conversation of the same subject was ignored.
+    ForeignConversation,
+    /// Input that arrived after the handover ended was ignored.
+    IgnoredAfterEnd,
+    /// A result for a call the session does not wait for (already answered, or from before a
+    /// restart) was ignored.
+    StaleResult,
+    /// An identity token was given, but Salesforce issued a guest token.
+    VerifiedFallbackToGuest,
+    /// The stream is being reopened.
+    StreamReconnect {
+        /// Why.
+        reason: ReconnectReason,
+    },
+    /// A backfill returned entries the stream had not delivered.
+    Backfilled {
+        /// How many were new.
+        new_entries: usize,
+    },
+    /// A verified user's token was renewed.
+    TokenRenewed,
+    /// A continuation token replaced a rejected token.
+    TokenContinued,
+    /// The token can no longer be used.
+    TokenUnusable,
+    /// A user message waited for the pacing window.
+    PacingDelay,
+    /// Salesforce refused a user message for good.
+    MessageRefused {
+        /// The user's message.
+        message: BotMessageId,
+    },
+    /// A file was sent as a link instead (too large, or refused with 413/415).
+    FileSentAsLink,
+    /// A delivery to the bot platform failed.
+    BotDeliveryFailed {
+        /// Whether it will be retried.
+        will_retry: bool,
+    },
+    /// A best-effort call (typing, receipt) failed and was not retried.
+    BestEffortFailed,
+    /// The conversation could not be closed at Salesforce because no usable token was left.
+    CloseSkipped,
+    /// A request that does not apply in the current phase was ignored (for example a second
+    /// `Start`).
+    Ignored {
+        /// What was ignored.
+        what: &'static str,
+    },
+}
+
+/// Why the stream is reopened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReconnectReason {
+    /// It dropped.
+    Dropped,
+    /// It was silent for the watchdog window.
+    Silent,
+    /// It was rejected with 401 and a new token is in hand.
+    Unauthorized,
+    /// The token was renewed.
+    NewToken,
+}

@@ -1,0 +1,535 @@
+//! Tokens, the event stream, and creating the conversation.
+
+use crate::bot::{EndReason, ProviderEvent};
+use crate::io::{Command, Observation, ReconnectReason};
+use crate::salesforce::{
+    CallFailure, Credential, IssuedToken, MintKind, SalesforceRequest, SalesforceResponse,
+    StreamClosed, StreamEvent, Subject,
+};
+use crate::time::Timestamp;
+use crate::timer::Timer;
+
+use super::{
+    Connection, ConversationState, Pending, Phase, RetryOp, Session, Token, record,
+};
+use crate::ids::CallId;
+
+impl Session {
+    // ---- tokens -----------------------------------------------------------------------------
+
+    pub(super) fn mint(&mut self, out: &mut Vec<Command>, _now: Timestamp, renewal: bool, attempt: u32) {
+        let kind = match &self.request.settings.identity_token {
+            Some(identity) => MintKind::Verified(identity.clone()),
+            None => MintKind::Guest,
+        };
+        if renewal {
+            self.token.renewing = true;
+        }
+        self.call_salesforce(
+            out,
+            Pending::Mint { renewal, attempt },
+            None,
+            SalesforceRequest::MintToken(kind),
+        );
+    }
+
+    /// The token to use for a call at `now`: `None` if there is none, if Salesforce refused
+    /// it, or if it is within the safety margin of its expiry. Every Salesforce call that needs
+    /// a token goes through here, which is what guarantees that no call carries a token known
+    /// to be expired.
+    pub(super) fn credential(&self, now: Timestamp) -> Option<Credential> {
+        let token = self.token.current.as_ref()?;
+        (!self.token.refused && now < token.usable_until).then(|| token.credential.clone())
+    }
+
+    fn install_token(&mut self, now: Timestamp, issued: IssuedToken) {
+        // Margins shrink with short-lived tokens (tests use tokens of a few seconds).
+        let lifetime = issued.expires_at.saturating_duration_since(now);
+        let margin = self.config.token_safety_margin.min(lifetime / 10);
+        let lead = self
+            .config
+            .token_renew_lead
+            .min(lifetime / 5)
+            .max(margin * 2);
+        let usable_until = issued.expires_at - margin;
+        self.timers.set(Timer::TokenExpiry, usable_until);
+        self.timers.set(Timer::TokenRenewal, issued.expires_at - lead);
+        if self.token.verified {
+            self.timers
+                .set(Timer::TokenGrace, issued.expires_at + self.config.token_grace);
+        } else {
+            self.timers.clear(Timer::TokenGrace);
+        }
+        self.token.current = Some(Token {
+            credential: Credential {
+                token: issued.token,
+                expires_at: issued.expires_at,
+            },
+            subject: issued.subject,
+            usable_until,
+        });
+        self.token.refused = false;
+    }
+
+    pub(super) fn on_mint_result(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        renewal: bool,
+        attempt: u32,
+        result: Result<SalesforceResponse, CallFailure>,
+    ) {
+        if renewal {
+            self.token.renewing = false;
+        }
+        let issued = match result {
+            Ok(SalesforceResponse::Token(issued)) => Ok(issued),
+            Ok(_) => Err(unexpected_response()),
+            Err(failure) => Err(failure),
+        };
+        if !self.phase.is_live() {
+            // Cancelled while minting. A verified token is still a live credential: revoke it.
+            if let Ok(issued) = issued
+                && matches!(issued.subject, Subject::Verified(_))
+            {
+                let credential = Credential {
+                    token: issued.token,
+                    expires_at: issued.expires_at,
+                };
+                if now < issued.expires_at {
+                    self.call_salesforce(
+                        out,
+                        Pending::BestEffort,
+                        Some(credential),
+                        SalesforceRequest::RevokeToken,
+                    );
+                }
+            }
+            return;
+        }
+        match (renewal, issued) {
+            (false, Ok(issued)) => self.on_first_token(out, now, issued),
+            (true, Ok(issued)) => self.on_renewed_token(out, now, issued),
+            (false, Err(failure)) => {
+                if failure.is_retryable() && attempt < self.config.retry.max_attempts {
+                    self.schedule_control_retry(now, RetryOp::Mint { renewal: false }, attempt);
+                } else {
+                    let detail = format!("could not get a Salesforce access token: {failure}");
+                    self.end(out, now, EndReason::ProviderError, Some(detail), false);
+                }
+            }
+            // Keep trying until the grace period runs out; the grace timer ends the handover.
+            (true, Err(_)) => self.retry_renewal(now, attempt),
+        }
+    }
+
+    fn on_first_token(&mut self, out: &mut Vec<Command>, now: Timestamp, issued: IssuedToken) {
+        match &issued.subject {
+            Subject::Verified(_) => self.token.verified = true,
+            Subject::Anonymous(_) => {
+                if self.request.settings.identity_token.is_some() {
+                    record(out, Observation::VerifiedFallbackToGuest);
+                    self.forward(out, now, ProviderEvent::VerifiedUserFellBackToGuest);
+                }
+            }
+        }
+        if self.last_event_id.is_none() {
+            self.last_event_id = issued.last_event_id.clone();
+        }
+        self.install_token(now, issued);
+        self.phase = Phase::OpeningStream;
+        self.open_stream(out, now, None);
+        self.timers.set(
+            Timer::StreamConnectTimeout,
+            now + self.config.stream_connect_timeout,
+        );
+    }
+
+    fn on_renewed_token(&mut self, out: &mut Vec<Command>, now: Timestamp, issued: IssuedToken) {
+        let same_subject = match (&issued.subject, self.token.current.as_ref().map(|t| &t.subject)) {
+            (Subject::Verified(new), Some(Subject::Verified(old))) => new == old,
+            _ => false,
+        };
+        if !same_subject {
+            // An anonymous token (identity token no longer valid) or another user's token
+            // cannot reach this conversation.
+            self.retry_renewal(now, 1);
+            return;
+        }
+        self.install_token(now, issued);
+        record(out, Observation::TokenRenewed);
+        self.open_stream(out, now, Some(ReconnectReason::NewToken));
+        self.after_token_recovered(out, now);
+    }
+
+    fn retry_renewal(&mut self, now: Timestamp, attempt: u32) {
+        if self.phase.is_live() {
+            self.token.renewing = true;
+            self.schedule_control_retry(now, RetryOp::Mint { renewal: true }, attempt);
+        }
+    }
+
+    pub(super) fn on_token_renewal_due(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if !self.phase.is_live() {
+            return;
+        }
+        if self.token.verified {
+            if !self.token.renewing {
+                self.mint(out, now, true, 1);
+            }
+        } else {
+            // A guest token cannot be renewed (a new one is a new subject, which cannot reach
+            // this conversation). End now, while the token can still close the conversation,
+            // rather than leave the agent with a conversation nobody can answer.
+            let detail = "the guest access token is about to expire and cannot be renewed";
+            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+        }
+    }
+
+    pub(super) fn on_token_expiry(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if !self.phase.is_live() {
+            return;
+        }
+        record(out, Observation::TokenUnusable);
+        self.forward(out, now, ProviderEvent::TokenUnusable);
+        self.close_stream(out);
+        if !self.token.verified {
+            let detail = "the guest access token expired";
+            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+        }
+    }
+
+    pub(super) fn on_token_grace(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if self.phase.is_live() {
+            let detail = "the access token expired and was not renewed within the grace period";
+            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+        }
+    }
+
+    /// Salesforce answered 401 before the token's expiry: try a continuation token, then
+    /// (verified users) a new token, then give up.
+    pub(super) fn on_unauthorized(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if !self.phase.is_live() || self.token.refused {
+            return;
+        }
+        self.token.refused = true;
+        record(out, Observation::TokenUnusable);
+        self.forward(out, now, ProviderEvent::TokenUnusable);
+        self.close_stream(out);
+        self.continue_token(out, now, 1);
+    }
+
+    fn continue_token(&mut self, out: &mut Vec<Command>, now: Timestamp, attempt: u32) {
+        let Some(token) = self
+            .token
+            .current
+            .as_ref()
+            .filter(|token| now < token.usable_until)
+        else {
+            // Expired by time: only a new verified token helps, and the timers handle that.
+            return;
+        };
+        let credential = token.credential.clone();
+        self.call_salesforce(
+            out,
+            Pending::Continue { attempt },
+            Some(credential),
+            SalesforceRequest::ContinueToken,
+        );
+    }
+
+    pub(super) fn on_continue_result(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        attempt: u32,
+        result: Result<SalesforceResponse, CallFailure>,
+    ) {
+        if !self.phase.is_live() || !self.token.refused {
+            return;
+        }
+        if let Ok(SalesforceResponse::Token(issued)) = result {
+            // Same subject, same expiry (a continuation token does not extend it).
+            let subject = self
+                .token
+                .current
+                .as_ref()
+                .map_or(issued.subject.clone(), |token| token.subject.clone());
+            let usable_until = self
+                .token
+                .current
+                .as_ref()
+                .map_or(issued.expires_at, |token| token.usable_until)
+                .min(issued.expires_at);
+            self.token.current = Some(Token {
+                credential: Credential {
+                    token: issued.token,
+                    expires_at: issued.expires_at,
+                },
+                subject,
+                usable_until,
+            });
+            self.token.refused = false;
+            record(out, Observation::TokenContinued);
+            self.open_stream(out, now, Some(ReconnectReason::Unauthorized));
+            self.after_token_recovered(out, now);
+            return;
+        }
+        if self.token.verified {
+            if !self.token.renewing {
+                self.mint(out, now, true, 1);
+            }
+        } else if attempt < self.config.retry.max_attempts {
+            self.schedule_control_retry(now, RetryOp::Continue, attempt);
+        } else {
+            let detail = "Salesforce refused the guest access token and no continuation token could be had";
+            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+        }
+    }
+
+    fn after_token_recovered(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if self.phase == Phase::CreatingConversation
+            && self.conversation == ConversationState::NotCreated
+            && self.control_retry.is_none()
+        {
+            self.create_conversation(out, now, 1);
+        }
+        self.pump_outbound(out, now);
+    }
+
+    // ---- retries ----------------------------------------------------------------------------
+
+    /// Schedules attempt `failed_attempts + 1` of `op`.
+    pub(super) fn schedule_control_retry(&mut self, now: Timestamp, op: RetryOp, failed_attempts: u32) {
+        let delay = self.delay(failed_attempts);
+        self.control_retry = Some((op, failed_attempts + 1));
+        self.timers.set(Timer::ControlRetry, now + delay);
+    }
+
+    pub(super) fn on_control_retry(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        let Some((op, attempt)) = self.control_retry.take() else {
+            return;
+        };
+        match op {
+            RetryOp::Mint { renewal: false } => {
+                if self.phase == Phase::MintingToken {
+                    self.mint(out, now, false, attempt);
+                }
+            }
+            RetryOp::Mint { renewal: true } => {
+                if self.phase.is_live() && self.token.verified {
+                    self.mint(out, now, true, attempt);
+                } else {
+                    self.token.renewing = false;
+                }
+            }
+            RetryOp::Continue => {
+                if self.phase.is_live() && self.token.refused {
+                    self.continue_token(out, now, attempt);
+                }
+            }
+            RetryOp::Create => {
+                if self.phase.is_live() && self.conversation == ConversationState::NotCreated {
+                    self.create_conversation(out, now, attempt);
+                }
+            }
+            RetryOp::Close => self.close_conversation(out, now, attempt),
+        }
+    }
+
+    // ---- the conversation -------------------------------------------------------------------
+
+    pub(super) fn create_conversation(&mut self, out: &mut Vec<Command>, now: Timestamp, attempt: u32) {
+        self.timers.clear(Timer::StreamConnectTimeout);
+        if self.phase == Phase::OpeningStream {
+            self.phase = Phase::CreatingConversation;
+        }
+        if self.conversation != ConversationState::NotCreated {
+            return;
+        }
+        let Some(credential) = self.credential(now) else {
+            // A token is being recovered; `after_token_recovered` comes back here.
+            return;
+        };
+        self.conversation = ConversationState::Creating {
+            close_when_created: false,
+        };
+        let request = SalesforceRequest::CreateConversation {
+            conversation_id: self.request.conversation_id,
+            routing_attributes: self.routing_attributes.clone(),
+        };
+        self.call_salesforce(out, Pending::Create { attempt }, Some(credential), request);
+    }
+
+    pub(super) fn on_create_result(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        attempt: u32,
+        result: Result<SalesforceResponse, CallFailure>,
+    ) {
+        let close_when_created = matches!(
+            self.conversation,
+            ConversationState::Creating {
+                close_when_created: true
+            }
+        );
+        match result {
+            // 409: an earlier attempt that timed out did create it.
+            Ok(_) | Err(CallFailure::Conflict) => {
+                self.conversation = ConversationState::Created;
+                if close_when_created {
+                    self.close_conversation(out, now, 1);
+                    return;
+                }
+                if !self.phase.is_live() {
+                    return;
+                }
+                if self.phase == Phase::CreatingConversation {
+                    self.phase = Phase::Queued;
+                }
+                self.timers
+                    .set(Timer::SafetyPoll, now + self.config.safety_poll_interval);
+                self.pump_outbound(out, now);
+            }
+            Err(failure) => {
+                self.conversation = ConversationState::NotCreated;
+                if !self.phase.is_live() {
+                    // It may exist after all if the failure was a timeout; a close of a
+                    // conversation that does not exist is harmless.
+                    if close_when_created && failure.is_retryable() {
+                        self.conversation = ConversationState::Created;
+                        self.close_conversation(out, now, 1);
+                    }
+                    return;
+                }
+                if failure == CallFailure::Unauthorized {
+                    self.on_unauthorized(out, now);
+                } else if failure.is_retryable() && attempt < self.config.retry.max_attempts {
+                    self.schedule_control_retry(now, RetryOp::Create, attempt);
+                } else {
+                    let detail = format!("could not create the conversation: {failure}");
+                    self.end(out, now, EndReason::ProviderError, Some(detail), false);
+                }
+            }
+        }
+    }
+
+    // ---- the event stream -------------------------------------------------------------------
+
+    pub(super) fn open_stream(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        reason: Option<ReconnectReason>,
+    ) {
+        self.timers.clear(Timer::StreamReconnect);
+        let Some(credential) = self.credential(now) else {
+            self.stream.connection = Connection::Closed;
+            self.timers.clear(Timer::StreamWatchdog);
+            return;
+        };
+        if let Some(reason) = reason {
+            record(out, Observation::StreamReconnect { reason });
+        }
+        let request = SalesforceRequest::OpenStream {
+            last_event_id: self.last_event_id.clone(),
+        };
+        let call = self.call_salesforce(out, Pending::BestEffort, Some(credential), request);
+        // The stream reports through `Input::Stream`, not through a call result.
+        self.calls.remove(&call);
+        self.stream.connection = Connection::Connecting(call);
+        self.timers
+            .set(Timer::StreamWatchdog, now + self.config.stream_watchdog);
+    }
+
+    pub(super) fn close_stream(&mut self, out: &mut Vec<Command>) {
+        self.timers.clear(Timer::StreamWatchdog);
+        self.timers.clear(Timer::StreamReconnect);
+        if self.stream.connection != Connection::Closed {
+            self.stream.connection = Connection::Closed;
+            self.call_salesforce(out, Pending::BestEffort, None, SalesforceRequest::CloseStream);
+        }
+    }
+
+    pub(super) fn on_stream(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        stream: CallId,
+        event: StreamEvent,
+    ) {
+        let current = self.stream.connection.call() == Some(stream);
+        if current && !matches!(event, StreamEvent::Closed(_)) {
+            // Any sign of life resets the watchdog.
+            self.timers
+                .set(Timer::StreamWatchdog, now + self.config.stream_watchdog);
+        }
+        match event {
+            StreamEvent::Opened => {
+                if !current {
+                    record(out, Observation::StaleResult);
+                    return;
+                }
+                self.stream.connection = Connection::Open(stream);
+                self.stream.attempt = 0;
+                let reopened = self.stream.opened_once;
+                self.stream.opened_once = true;
+                if self.phase == Phase::OpeningStream {
+                    self.create_conversation(out, now, 1);
+                } else if reopened {
+                    // Whatever the replay does not cover, the entries list does.
+                    self.request_backfill(out, now, false);
+                }
+            }
+            StreamEvent::Entry { event_id, entry } => {
+                if current && event_id.is_some() {
+                    self.last_event_id = event_id;
+                }
+                self.on_entry(out, now, entry);
+            }
+            StreamEvent::Ping => {}
+            StreamEvent::Unknown { event_id, name } => {
+                if current && event_id.is_some() {
+                    self.last_event_id = event_id;
+                }
+                record(out, Observation::UnknownEvent { name });
+            }
+            StreamEvent::Malformed { event_id, reason } => {
+                if current && event_id.is_some() {
+                    self.last_event_id = event_id;
+                }
+                record(out, Observation::MalformedEvent { reason });
+                if self.phase.is_live() {
+                    self.request_backfill(out, now, false);
+                }
+            }
+            StreamEvent::Closed(closed) => {
+                if !current {
+                    return;
+                }
+                self.stream.connection = Connection::Closed;
+                self.timers.clear(Timer::StreamWatchdog);
+                if !self.phase.is_live() {
+                    return;
+                }
+                match closed {
+                    StreamClosed::Unauthorized => self.on_unauthorized(out, now),
+                    StreamClosed::Dropped => {
+                        self.stream.attempt = self.stream.attempt.saturating_add(1);
+                        let policy = self.config.stream_backoff.clone();
+                        let delay = self.jitter.delay(&policy, self.stream.attempt);
+                        self.timers.set(Timer::StreamReconnect, now + delay);
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub(super) fn unexpected_response() -> CallFailure {
+    CallFailure::Rejected {
+        status: 0,
+        message: "unexpected response kind".to_owned(),
+    }
+}
