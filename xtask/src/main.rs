@@ -1,1 +1,121 @@
-fn main() {}
+//! Developer tasks, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
+//!
+//! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, and
+//!   `cargo deny` (advisories, licences, bans, sources). This is the test command in README.
+//! - `deny`: only `cargo deny`, against the advisory database shipped in `xtask/` (there is
+//!   no network in CI).
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::env;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+use std::time::Instant;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("ci") => ci(),
+        Some("deny") => deny(),
+        Some("help" | "--help" | "-h") | None => {
+            print_help();
+            Ok(())
+        }
+        Some(other) => Err(format!("unknown task `{other}`; run `cargo xtask help`")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(message) => {
+            eprintln!("xtask: {message}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn print_help() {
+    println!(
+        "cargo xtask <task>\n\n\
+         tasks:\n  \
+         ci     fmt check, clippy -D warnings, all tests, cargo deny\n  \
+         deny   cargo deny check against the bundled advisory database"
+    );
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask/ sits directly under the workspace root.
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn cargo() -> Command {
+    let mut command = Command::new(env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned()));
+    command.current_dir(workspace_root());
+    command
+}
+
+fn run(step: &str, mut command: Command) -> Result<(), String> {
+    println!("==> {step}");
+    let started = Instant::now();
+    let status = command
+        .status()
+        .map_err(|error| format!("{step}: could not run {command:?}: {error}"))?;
+    println!("<== {step} ({:.1}s)", started.elapsed().as_secs_f64());
+    if status.success() {
+        Ok(())
+    } else {
+        Err(format!("{step} failed ({status})"))
+    }
+}
+
+fn ci() -> Result<(), String> {
+    let mut fmt = cargo();
+    fmt.args(["fmt", "--all", "--check"]);
+    run("cargo fmt --check", fmt)?;
+
+    let mut clippy = cargo();
+    clippy.args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+    run("cargo clippy", clippy)?;
+
+    let mut test = cargo();
+    test.args(["test", "--workspace", "--all-features"]);
+    run("cargo test", test)?;
+
+    deny()
+}
+
+/// `cargo deny` cannot fetch the RustSec advisory database without network, so the database
+/// travels with the repository as a git bundle (`xtask/advisory-db.bundle`) and is cloned into
+/// the folder name cargo-deny derives from its default URL.
+fn deny() -> Result<(), String> {
+    let root = workspace_root();
+    let database = root.join("target/advisory-dbs/advisory-db-3157b0e258782691");
+    if !database.join(".git").exists() {
+        let bundle = root.join("xtask/advisory-db.bundle");
+        let mut clone = Command::new("git");
+        clone.args(["clone", "--quiet"]).arg(&bundle).arg(&database);
+        run("unpack the advisory database", clone)?;
+    }
+    let mut fetch = cargo();
+    fetch.args(["fetch", "--locked"]);
+    run("cargo fetch", fetch)?;
+    let mut deny = cargo();
+    deny.args([
+        "deny",
+        "--offline",
+        "check",
+        "advisories",
+        "licenses",
+        "bans",
+        "sources",
+    ]);
+    run("cargo deny", deny)
+}

@@ -6,8 +6,7 @@ use std::time::Duration;
 
 use crate::ids::{BotMessageId, EntryId};
 use crate::salesforce::{
-    FileRef, MessageContent, ParticipantOperation, Role, RoutingFailure, RoutingType,
-    SessionStatus,
+    FileRef, MessageContent, ParticipantOperation, Role, RoutingFailure, RoutingType, SessionStatus,
 };
 
 /// A message the user sent during the handover.

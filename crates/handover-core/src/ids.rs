@@ -289,6 +289,9 @@ mod tests {
             })
         );
         assert!(RequestId::new("r".repeat(129)).is_err());
-        assert_eq!(BotMessageId::new("42").map(|id| id.to_string()), Ok("42".into()));
+        assert_eq!(
+            BotMessageId::new("42").map(|id| id.to_string()),
+            Ok("42".into())
+        );
     }
 }

@@ -143,8 +143,8 @@ pub mod transcript;
 pub mod sim;
 
 pub use bot::{
-    AgentMessage, BotDelivery, DeliveryFailure, EndReason, HandoverStatus, Notification,
-    Outcome, ProviderEvent, QueueUpdate, StatusUpdate, TerminalStatus, UserMessage,
+    AgentMessage, BotDelivery, DeliveryFailure, EndReason, HandoverStatus, Notification, Outcome,
+    ProviderEvent, QueueUpdate, StatusUpdate, TerminalStatus, UserMessage,
 };
 pub use gate::{Admission, StartGate};
 pub use ids::{
@@ -155,9 +155,9 @@ pub use io::{BotCall, Command, Input, Observation, ReconnectReason, SalesforceCa
 pub use salesforce::{
     Acknowledgement, AcknowledgementKind, Attachment, CallFailure, ChoiceOption, ChoiceStyle,
     ConversationEntry, Credential, EntryPayload, FileRef, IssuedToken, MessageContent, MintKind,
-    OutboundBody, OutboundMessage, ParticipantChange, ParticipantOperation, Role,
-    RoutingFailure, RoutingResult, RoutingStatus, RoutingType, SalesforceRequest,
-    SalesforceResponse, Sender, SessionStatus, StreamClosed, StreamEvent, Subject,
+    OutboundBody, OutboundMessage, ParticipantChange, ParticipantOperation, Role, RoutingFailure,
+    RoutingResult, RoutingStatus, RoutingType, SalesforceRequest, SalesforceResponse, Sender,
+    SessionStatus, StreamClosed, StreamEvent, Subject,
 };
 pub use secret::{AccessToken, IdentityToken};
 pub use session::{Phase, Session, USER_CONNECTED_TEXT, USER_DISCONNECTED_TEXT};

@@ -84,7 +84,11 @@ impl fmt::Debug for BotAddress {
 #[async_trait]
 pub trait BotPort: Send + Sync {
     /// Delivers one item. Implementations MUST bound the call with a timeout.
-    async fn deliver(&self, address: &BotAddress, delivery: &BotDelivery) -> Result<(), DeliveryFailure>;
+    async fn deliver(
+        &self,
+        address: &BotAddress,
+        delivery: &BotDelivery,
+    ) -> Result<(), DeliveryFailure>;
 }
 
 /// A stored session's version, for optimistic concurrency.
@@ -171,13 +175,27 @@ pub trait SessionStore: Send + Sync {
     async fn append_input(&self, id: HandoverId, input: &Input) -> Result<(), StoreError>;
 
     /// Removes and returns the inputs waiting for the lease holder, oldest first.
-    async fn take_inputs(&self, id: HandoverId, fencing: FencingToken) -> Result<Vec<Input>, StoreError>;
+    async fn take_inputs(
+        &self,
+        id: HandoverId,
+        fencing: FencingToken,
+    ) -> Result<Vec<Input>, StoreError>;
 
     /// Takes the lease if it is free or lapsed. `None` if someone else holds it.
-    async fn acquire_lease(&self, id: HandoverId, owner: &str, ttl: Duration) -> Result<Option<Lease>, StoreError>;
+    async fn acquire_lease(
+        &self,
+        id: HandoverId,
+        owner: &str,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError>;
 
     /// Extends a held lease.
-    async fn renew_lease(&self, id: HandoverId, lease: &Lease, ttl: Duration) -> Result<Lease, StoreError>;
+    async fn renew_lease(
+        &self,
+        id: HandoverId,
+        lease: &Lease,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError>;
 
     /// Gives the lease up at once (graceful shutdown).
     async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError>;

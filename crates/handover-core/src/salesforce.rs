@@ -451,8 +451,9 @@ pub enum SalesforceResponse {
     Token(IssuedToken),
     /// For `FetchRoutingStatus`.
     RoutingStatus(RoutingStatus),
-    /// For `ListEntries`, in any order. Entries that fail to decode are left out by the
-    /// adapter and counted there.
+    /// For `ListEntries`: the most recent entries, oldest first (the adapter asks for or
+    /// reverses into that order; entries that share a timestamp keep it). Entries that fail
+    /// to decode are left out by the adapter and counted there.
     Entries(Vec<ConversationEntry>),
     /// Any other request succeeded.
     Done,

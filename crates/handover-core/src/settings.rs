@@ -54,7 +54,11 @@ impl RoutingAttributes {
 
 impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for RoutingAttributes {
     fn from_iter<I: IntoIterator<Item = (K, V)>>(iter: I) -> Self {
-        Self(iter.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        Self(
+            iter.into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        )
     }
 }
 
@@ -176,7 +180,9 @@ pub enum CopilotUrlError {
     #[error("the Agent Copilot base URL is empty")]
     EmptyBase,
     /// The base is not a host (with an optional port and path), or not HTTPS.
-    #[error("the Agent Copilot base URL must be a host name such as ai-copilot-trial.cognigy.ai (https only): {0}")]
+    #[error(
+        "the Agent Copilot base URL must be a host name such as ai-copilot-trial.cognigy.ai (https only): {0}"
+    )]
     InvalidBase(&'static str),
     /// The URL is longer than a Salesforce pre-chat parameter can hold.
     #[error("the Agent Copilot URL is {length} characters long; Salesforce accepts at most {max}")]
@@ -312,6 +318,10 @@ pub struct SessionConfig {
     pub typing_idle: Duration,
     /// Retries of Salesforce and bot-platform calls.
     pub retry: RetryPolicy,
+    /// Retries of a failing token renewal. Slower than [`Self::retry`]: during an identity
+    /// provider outage every verified handover retries at once, and token requests share a
+    /// limit of 200 per minute per org with every new handover.
+    pub renewal_retry: RetryPolicy,
     /// Entry identifiers remembered for de-duplication (1024). Older ones are covered by a
     /// timestamp watermark.
     pub dedupe_capacity: usize,
@@ -345,6 +355,11 @@ impl Default for SessionConfig {
                 initial: Duration::from_secs(1),
                 max: Duration::from_secs(30),
                 max_attempts: 8,
+            },
+            renewal_retry: RetryPolicy {
+                initial: Duration::from_secs(5),
+                max: Duration::from_secs(300),
+                max_attempts: u32::MAX,
             },
             dedupe_capacity: 1024,
             copilot_attribute: "Copilot_URL".to_owned(),
@@ -385,7 +400,11 @@ impl SessionConfig {
         if self.dedupe_capacity == 0 {
             return fail("dedupe_capacity", "must be at least 1");
         }
-        for (field, policy) in [("retry", &self.retry), ("stream_backoff", &self.stream_backoff)] {
+        for (field, policy) in [
+            ("retry", &self.retry),
+            ("renewal_retry", &self.renewal_retry),
+            ("stream_backoff", &self.stream_backoff),
+        ] {
             if policy.max_attempts == 0 {
                 return fail(field, "max_attempts must be at least 1");
             }
@@ -411,11 +430,18 @@ mod tests {
 
     #[test]
     fn copilot_url_is_encoded_and_bounded() {
-        let url = CopilotUrl::build("https://ai-copilot-trial.cognigy.ai/", "u 1", "s&2", "tok/3")
-            .map(|u| u.as_str().to_owned());
+        let url = CopilotUrl::build(
+            "https://ai-copilot-trial.cognigy.ai/",
+            "u 1",
+            "s&2",
+            "tok/3",
+        )
+        .map(|u| u.as_str().to_owned());
         assert_eq!(
             url.as_deref(),
-            Ok("https://ai-copilot-trial.cognigy.ai/?userId=u%201&sessionId=s%262&URLToken=tok%2F3")
+            Ok(
+                "https://ai-copilot-trial.cognigy.ai/?userId=u%201&sessionId=s%262&URLToken=tok%2F3"
+            )
         );
         assert!(matches!(
             CopilotUrl::build("copilot.example", &"u".repeat(300), "s", "t"),
@@ -429,7 +455,13 @@ mod tests {
             CopilotUrl::build("http://copilot.example", "u", "s", "t"),
             Err(CopilotUrlError::InvalidBase(_))
         ));
-        assert!(format!("{:?}", CopilotUrl::build("c.example", "u", "s", "secret-token")).contains("redacted"));
+        assert!(
+            format!(
+                "{:?}",
+                CopilotUrl::build("c.example", "u", "s", "secret-token")
+            )
+            .contains("redacted")
+        );
     }
 
     #[test]

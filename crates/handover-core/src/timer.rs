@@ -115,7 +115,10 @@ mod tests {
         table.set(Timer::StreamWatchdog, at(90));
         assert_eq!(table.next(), Some((at(90), Timer::StreamWatchdog)));
         assert_eq!(table.take_due(at(89)), vec![]);
-        assert_eq!(table.take_due(at(120)), vec![Timer::StreamWatchdog, Timer::SafetyPoll]);
+        assert_eq!(
+            table.take_due(at(120)),
+            vec![Timer::StreamWatchdog, Timer::SafetyPoll]
+        );
         assert_eq!(table.next(), None);
     }
 }

@@ -128,9 +128,6 @@ mod tests {
             TranscriptTurn::bot("  "),
             TranscriptTurn::bot("Hello!\nHow can I help?"),
         ];
-        assert_eq!(
-            render(&turns),
-            "Customer: hi\nBot: Hello!\nHow can I help?"
-        );
+        assert_eq!(render(&turns), "Customer: hi\nBot: Hello!\nHow can I help?");
     }
 }

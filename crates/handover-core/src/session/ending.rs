@@ -50,7 +50,11 @@ impl Session {
         self.phase = Phase::Ended;
         self.ending = None;
         let mut undelivered = self.refused.clone();
-        let unsent = self.outbound.held.drain(..).chain(self.outbound.ready.drain(..));
+        let unsent = self
+            .outbound
+            .held
+            .drain(..)
+            .chain(self.outbound.ready.drain(..));
         for item in unsent {
             if let Origin::User(message) = item.origin
                 && !undelivered.contains(&message)
@@ -86,7 +90,12 @@ impl Session {
         }
     }
 
-    pub(super) fn close_conversation(&mut self, out: &mut Vec<Command>, now: Timestamp, attempt: u32) {
+    pub(super) fn close_conversation(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        attempt: u32,
+    ) {
         let Some(credential) = self.credential(now) else {
             // The only credential for this conversation is gone; Salesforce's own inactivity
             // timeout will close it.
@@ -108,7 +117,9 @@ impl Session {
     ) {
         match result {
             // Already closed is closed.
-            Ok(_) | Err(CallFailure::NotFound | CallFailure::Conflict) => self.revoke_token(out, now),
+            Ok(_) | Err(CallFailure::NotFound | CallFailure::Conflict) => {
+                self.revoke_token(out, now)
+            }
             Err(CallFailure::Unauthorized) => record(out, Observation::CloseSkipped),
             Err(failure) if failure.is_retryable() && attempt < self.config.retry.max_attempts => {
                 self.schedule_control_retry(now, RetryOp::Close, attempt);
@@ -127,7 +138,12 @@ impl Session {
             return;
         }
         if let Some(credential) = self.credential(now) {
-            self.call_salesforce(out, Pending::BestEffort, Some(credential), SalesforceRequest::RevokeToken);
+            self.call_salesforce(
+                out,
+                Pending::BestEffort,
+                Some(credential),
+                SalesforceRequest::RevokeToken,
+            );
         }
     }
 }

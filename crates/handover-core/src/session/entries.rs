@@ -3,8 +3,7 @@
 use std::time::Duration;
 
 use crate::bot::{
-    AgentMessage, BotDelivery, EndReason, HandoverStatus, Notification, ProviderEvent,
-    QueueUpdate,
+    AgentMessage, BotDelivery, EndReason, HandoverStatus, Notification, ProviderEvent, QueueUpdate,
 };
 use crate::ids::{CallId, EntryId};
 use crate::io::{Command, Observation};
@@ -16,6 +15,15 @@ use crate::salesforce::{
 use crate::time::Timestamp;
 
 use super::{ConversationState, Pending, Phase, Session, record};
+
+/// Where an entry came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Source {
+    /// The event stream (live or replayed).
+    Stream,
+    /// The entries list.
+    Backfill,
+}
 
 impl Session {
     pub(super) fn on_salesforce(
@@ -59,7 +67,12 @@ impl Session {
 
     /// Lists recent entries unless a listing is already under way. Returns whether one was
     /// requested.
-    pub(super) fn request_backfill(&mut self, out: &mut Vec<Command>, now: Timestamp, last: bool) -> bool {
+    pub(super) fn request_backfill(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        last: bool,
+    ) -> bool {
         if self.conversation != ConversationState::Created {
             return false;
         }
@@ -90,11 +103,12 @@ impl Session {
         }
         match result {
             Ok(SalesforceResponse::Entries(mut entries)) => {
-                // Salesforce lists newest first by default; relay in the order they happened.
+                // Oldest first by contract; the stable sort only repairs an out-of-order listing
+                // and keeps entries that share a millisecond in the order given.
                 entries.sort_by_key(|entry| (entry.server_time.is_none(), entry.server_time));
                 let mut new_entries = 0;
                 for entry in entries {
-                    if self.on_entry(out, now, entry) {
+                    if self.on_entry(out, now, entry, Source::Backfill) {
                         new_entries += 1;
                     }
                 }
@@ -115,7 +129,13 @@ impl Session {
     // ---- entries ----------------------------------------------------------------------------
 
     /// Processes one entry from any source. Returns whether it was new.
-    pub(super) fn on_entry(&mut self, out: &mut Vec<Command>, now: Timestamp, entry: ConversationEntry) -> bool {
+    pub(super) fn on_entry(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        entry: ConversationEntry,
+        source: Source,
+    ) -> bool {
         if entry.conversation_id != self.request.conversation_id {
             record(out, Observation::ForeignConversation);
             return false;
@@ -128,7 +148,11 @@ impl Session {
             .dedupe
             .first_sighting(&entry.identifier, entry.server_time)
         {
-            record(out, Observation::DuplicateEntry);
+            // A backfill lists recent entries, most of them already seen; only a repeat on the
+            // stream is a duplicate worth counting.
+            if source == Source::Stream {
+                record(out, Observation::DuplicateEntry);
+            }
             return false;
         }
         let ConversationEntry {
@@ -145,7 +169,9 @@ impl Session {
             return true;
         }
         match payload {
-            EntryPayload::Message(content) => self.on_message(out, now, identifier, sender, content),
+            EntryPayload::Message(content) => {
+                self.on_message(out, now, identifier, sender, content)
+            }
             EntryPayload::ParticipantChanged(changes) => {
                 for change in changes {
                     self.on_participant(out, now, change);
@@ -163,10 +189,22 @@ impl Session {
             }
             EntryPayload::TypingStopped => self.relay_typing(out, &sender, false),
             EntryPayload::DeliveryAcknowledged { acknowledged } => {
-                self.forward(out, now, ProviderEvent::Delivered { entry: acknowledged });
+                self.forward(
+                    out,
+                    now,
+                    ProviderEvent::Delivered {
+                        entry: acknowledged,
+                    },
+                );
             }
             EntryPayload::ReadAcknowledged { acknowledged } => {
-                self.forward(out, now, ProviderEvent::Read { entry: acknowledged });
+                self.forward(
+                    out,
+                    now,
+                    ProviderEvent::Read {
+                        entry: acknowledged,
+                    },
+                );
             }
             EntryPayload::QueuePosition { position } => {
                 self.queue_update(out, now, Some(position), None);
@@ -191,7 +229,12 @@ impl Session {
             return;
         }
         if !sender.role.is_relayed() {
-            record(out, Observation::Ignored { what: "message from a role that is not relayed" });
+            record(
+                out,
+                Observation::Ignored {
+                    what: "message from a role that is not relayed",
+                },
+            );
             return;
         }
         if content.is_empty() {
@@ -216,7 +259,12 @@ impl Session {
 
     // ---- participants and routing -----------------------------------------------------------
 
-    fn on_participant(&mut self, out: &mut Vec<Command>, now: Timestamp, change: ParticipantChange) {
+    fn on_participant(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        change: ParticipantChange,
+    ) {
         if change.role != Role::EndUser {
             self.forward(
                 out,
@@ -243,7 +291,13 @@ impl Session {
         }
     }
 
-    fn agent_joined(&mut self, out: &mut Vec<Command>, now: Timestamp, key: String, name: Option<String>) {
+    fn agent_joined(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        key: String,
+        name: Option<String>,
+    ) {
         let was_alone = self.agents.present.is_empty();
         self.agents.present.insert(key, name.clone());
         self.agents.removal_check = None;
@@ -287,7 +341,8 @@ impl Session {
                 let request = SalesforceRequest::FetchRoutingStatus {
                     conversation_id: self.request.conversation_id,
                 };
-                let call = self.call_salesforce(out, Pending::RoutingStatus, Some(credential), request);
+                let call =
+                    self.call_salesforce(out, Pending::RoutingStatus, Some(credential), request);
                 self.agents.removal_check = Some(call);
             }
             // Unknown: staying open is the safe choice.
@@ -415,7 +470,10 @@ impl Session {
         let settings = &self.request.settings.queue;
         if !matches!(
             self.phase,
-            Phase::OpeningStream | Phase::CreatingConversation | Phase::Queued | Phase::Transferring
+            Phase::OpeningStream
+                | Phase::CreatingConversation
+                | Phase::Queued
+                | Phase::Transferring
         ) {
             return;
         }
@@ -425,8 +483,12 @@ impl Session {
             return;
         }
         let over = settings.alternative.as_ref().filter(|alternative| {
-            position.zip(alternative.max_position).is_some_and(|(p, max)| p > max)
-                || wait.zip(alternative.max_wait).is_some_and(|(w, max)| w > max)
+            position
+                .zip(alternative.max_position)
+                .is_some_and(|(p, max)| p > max)
+                || wait
+                    .zip(alternative.max_wait)
+                    .is_some_and(|(w, max)| w > max)
         });
         let update = match over {
             Some(alternative) => QueueUpdate {

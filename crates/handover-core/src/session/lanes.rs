@@ -5,8 +5,7 @@ use crate::bot::{BotDelivery, DeliveryFailure, EndReason, ProviderEvent};
 use crate::ids::{CallId, EntryId};
 use crate::io::{Command, Observation};
 use crate::salesforce::{
-    Acknowledgement, AcknowledgementKind, CallFailure, SalesforceRequest,
-    SalesforceResponse,
+    Acknowledgement, AcknowledgementKind, CallFailure, SalesforceRequest, SalesforceResponse,
 };
 use crate::time::Timestamp;
 use crate::timer::Timer;
@@ -16,7 +15,12 @@ use super::{BotItem, ConversationState, Origin, OutboundItem, Pending, Phase, Se
 impl Session {
     // ---- toward Salesforce ------------------------------------------------------------------
 
-    pub(super) fn enqueue_outbound(&mut self, out: &mut Vec<Command>, now: Timestamp, items: Vec<OutboundItem>) {
+    pub(super) fn enqueue_outbound(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        items: Vec<OutboundItem>,
+    ) {
         let hold = !self.request.settings.forward_while_queued && !self.agents.ever_joined;
         for item in items {
             if hold && item.origin != Origin::Transcript {
@@ -97,7 +101,12 @@ impl Session {
         }
         if !self.phase.is_live() {
             if let (Err(_), Origin::User(message)) = (&result, &item.origin) {
-                record(out, Observation::MessageRefused { message: message.clone() });
+                record(
+                    out,
+                    Observation::MessageRefused {
+                        message: message.clone(),
+                    },
+                );
             }
             return;
         }
@@ -162,17 +171,33 @@ impl Session {
 
     /// Salesforce will never take this message. It is reported, not dropped: counted, listed
     /// in the outcome, and forwarded to the Flow when events are forwarded.
-    fn refuse(&mut self, out: &mut Vec<Command>, now: Timestamp, item: OutboundItem, reason: String) {
+    fn refuse(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        item: OutboundItem,
+        reason: String,
+    ) {
         match item.origin {
             Origin::User(message) => {
-                record(out, Observation::MessageRefused { message: message.clone() });
+                record(
+                    out,
+                    Observation::MessageRefused {
+                        message: message.clone(),
+                    },
+                );
                 if !self.refused.contains(&message) {
                     self.refused.push(message.clone());
                 }
                 self.forward(out, now, ProviderEvent::MessageRefused { message, reason });
             }
             Origin::Transcript | Origin::Presence => {
-                record(out, Observation::Ignored { what: "transcript or notice refused by Salesforce" });
+                record(
+                    out,
+                    Observation::Ignored {
+                        what: "transcript or notice refused by Salesforce",
+                    },
+                );
             }
         }
     }

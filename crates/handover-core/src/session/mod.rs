@@ -14,9 +14,7 @@ use crate::dedupe::{EntryDedupe, RecentSet};
 use crate::ids::{BotMessageId, CallId, ClientEntryId, ConversationId, EventId, HandoverId};
 use crate::io::{BotCall, Command, Input, Observation, SalesforceCall};
 use crate::pacing::Pacer;
-use crate::salesforce::{
-    Credential, OutboundBody, OutboundMessage, SalesforceRequest, Subject,
-};
+use crate::salesforce::{Credential, OutboundBody, OutboundMessage, SalesforceRequest, Subject};
 use crate::settings::{HandoverRequest, RoutingAttributes, SessionConfig};
 use crate::time::Timestamp;
 use crate::timer::{Timer, TimerTable};
@@ -112,13 +110,24 @@ pub struct Session {
 /// What a call in flight was for.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Pending {
-    Mint { renewal: bool, attempt: u32 },
-    Continue { attempt: u32 },
-    Create { attempt: u32 },
+    Mint {
+        renewal: bool,
+        attempt: u32,
+    },
+    Continue {
+        attempt: u32,
+    },
+    Create {
+        attempt: u32,
+    },
     Send,
-    Backfill { last: bool },
+    Backfill {
+        last: bool,
+    },
     RoutingStatus,
-    Close { attempt: u32 },
+    Close {
+        attempt: u32,
+    },
     BestEffort,
     /// The bot lane's delivery in flight.
     Bot,
@@ -391,7 +400,12 @@ impl Session {
 
     fn on_start(&mut self, out: &mut Vec<Command>, now: Timestamp) {
         if self.phase != Phase::Requested {
-            record(out, Observation::Ignored { what: "repeated start" });
+            record(
+                out,
+                Observation::Ignored {
+                    what: "repeated start",
+                },
+            );
             return;
         }
         if self.request.settings.send_transcript {
@@ -423,7 +437,12 @@ impl Session {
             return;
         }
         if message.text.trim().is_empty() && message.attachments.is_empty() {
-            record(out, Observation::Ignored { what: "empty user message" });
+            record(
+                out,
+                Observation::Ignored {
+                    what: "empty user message",
+                },
+            );
             return;
         }
         self.user_messages.insert(message.id.clone());
@@ -448,7 +467,10 @@ impl Session {
         }
         for (index, file) in message.attachments.into_iter().enumerate() {
             let index = (index as u64).to_be_bytes();
-            if file.size.is_some_and(|size| size > self.config.max_file_bytes) {
+            if file
+                .size
+                .is_some_and(|size| size > self.config.max_file_bytes)
+            {
                 record(out, Observation::FileSentAsLink);
                 let id = self.client_id("file-link", &[bot_id, &index]);
                 items.push(OutboundItem::new(id, link_body(&file), origin.clone()));
@@ -487,7 +509,12 @@ impl Session {
         // A customer message re-routes an inactive or abandoned conversation; a presence
         // notice must not summon an agent.
         if matches!(self.phase, Phase::Inactive | Phase::AgentLeft) {
-            record(out, Observation::Ignored { what: "presence notice without an agent" });
+            record(
+                out,
+                Observation::Ignored {
+                    what: "presence notice without an agent",
+                },
+            );
             return;
         }
         self.presence_seq += 1;

@@ -9,15 +9,19 @@ use crate::salesforce::{
 use crate::time::Timestamp;
 use crate::timer::Timer;
 
-use super::{
-    Connection, ConversationState, Pending, Phase, RetryOp, Session, Token, record,
-};
+use super::{Connection, ConversationState, Pending, Phase, RetryOp, Session, Token, record};
 use crate::ids::CallId;
 
 impl Session {
     // ---- tokens -----------------------------------------------------------------------------
 
-    pub(super) fn mint(&mut self, out: &mut Vec<Command>, _now: Timestamp, renewal: bool, attempt: u32) {
+    pub(super) fn mint(
+        &mut self,
+        out: &mut Vec<Command>,
+        _now: Timestamp,
+        renewal: bool,
+        attempt: u32,
+    ) {
         let kind = match &self.request.settings.identity_token {
             Some(identity) => MintKind::Verified(identity.clone()),
             None => MintKind::Guest,
@@ -53,10 +57,13 @@ impl Session {
             .max(margin * 2);
         let usable_until = issued.expires_at - margin;
         self.timers.set(Timer::TokenExpiry, usable_until);
-        self.timers.set(Timer::TokenRenewal, issued.expires_at - lead);
+        self.timers
+            .set(Timer::TokenRenewal, issued.expires_at - lead);
         if self.token.verified {
-            self.timers
-                .set(Timer::TokenGrace, issued.expires_at + self.config.token_grace);
+            self.timers.set(
+                Timer::TokenGrace,
+                issued.expires_at + self.config.token_grace,
+            );
         } else {
             self.timers.clear(Timer::TokenGrace);
         }
@@ -109,7 +116,7 @@ impl Session {
         }
         match (renewal, issued) {
             (false, Ok(issued)) => self.on_first_token(out, now, issued),
-            (true, Ok(issued)) => self.on_renewed_token(out, now, issued),
+            (true, Ok(issued)) => self.on_renewed_token(out, now, issued, attempt),
             (false, Err(failure)) => {
                 if failure.is_retryable() && attempt < self.config.retry.max_attempts {
                     self.schedule_control_retry(now, RetryOp::Mint { renewal: false }, attempt);
@@ -145,15 +152,24 @@ impl Session {
         );
     }
 
-    fn on_renewed_token(&mut self, out: &mut Vec<Command>, now: Timestamp, issued: IssuedToken) {
-        let same_subject = match (&issued.subject, self.token.current.as_ref().map(|t| &t.subject)) {
+    fn on_renewed_token(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        issued: IssuedToken,
+        attempt: u32,
+    ) {
+        let same_subject = match (
+            &issued.subject,
+            self.token.current.as_ref().map(|t| &t.subject),
+        ) {
             (Subject::Verified(new), Some(Subject::Verified(old))) => new == old,
             _ => false,
         };
         if !same_subject {
             // An anonymous token (identity token no longer valid) or another user's token
             // cannot reach this conversation.
-            self.retry_renewal(now, 1);
+            self.retry_renewal(now, attempt);
             return;
         }
         self.install_token(now, issued);
@@ -165,7 +181,10 @@ impl Session {
     fn retry_renewal(&mut self, now: Timestamp, attempt: u32) {
         if self.phase.is_live() {
             self.token.renewing = true;
-            self.schedule_control_retry(now, RetryOp::Mint { renewal: true }, attempt);
+            let policy = self.config.renewal_retry.clone();
+            let delay = self.jitter.delay(&policy, attempt);
+            self.control_retry = Some((RetryOp::Mint { renewal: true }, attempt + 1));
+            self.timers.set(Timer::ControlRetry, now + delay);
         }
     }
 
@@ -182,7 +201,13 @@ impl Session {
             // this conversation). End now, while the token can still close the conversation,
             // rather than leave the agent with a conversation nobody can answer.
             let detail = "the guest access token is about to expire and cannot be renewed";
-            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+            self.end(
+                out,
+                now,
+                EndReason::TokenExpired,
+                Some(detail.to_owned()),
+                true,
+            );
         }
     }
 
@@ -195,14 +220,26 @@ impl Session {
         self.close_stream(out);
         if !self.token.verified {
             let detail = "the guest access token expired";
-            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+            self.end(
+                out,
+                now,
+                EndReason::TokenExpired,
+                Some(detail.to_owned()),
+                true,
+            );
         }
     }
 
     pub(super) fn on_token_grace(&mut self, out: &mut Vec<Command>, now: Timestamp) {
         if self.phase.is_live() {
             let detail = "the access token expired and was not renewed within the grace period";
-            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+            self.end(
+                out,
+                now,
+                EndReason::TokenExpired,
+                Some(detail.to_owned()),
+                true,
+            );
         }
     }
 
@@ -282,8 +319,15 @@ impl Session {
         } else if attempt < self.config.retry.max_attempts {
             self.schedule_control_retry(now, RetryOp::Continue, attempt);
         } else {
-            let detail = "Salesforce refused the guest access token and no continuation token could be had";
-            self.end(out, now, EndReason::TokenExpired, Some(detail.to_owned()), true);
+            let detail =
+                "Salesforce refused the guest access token and no continuation token could be had";
+            self.end(
+                out,
+                now,
+                EndReason::TokenExpired,
+                Some(detail.to_owned()),
+                true,
+            );
         }
     }
 
@@ -300,7 +344,12 @@ impl Session {
     // ---- retries ----------------------------------------------------------------------------
 
     /// Schedules attempt `failed_attempts + 1` of `op`.
-    pub(super) fn schedule_control_retry(&mut self, now: Timestamp, op: RetryOp, failed_attempts: u32) {
+    pub(super) fn schedule_control_retry(
+        &mut self,
+        now: Timestamp,
+        op: RetryOp,
+        failed_attempts: u32,
+    ) {
         let delay = self.delay(failed_attempts);
         self.control_retry = Some((op, failed_attempts + 1));
         self.timers.set(Timer::ControlRetry, now + delay);
@@ -339,7 +388,12 @@ impl Session {
 
     // ---- the conversation -------------------------------------------------------------------
 
-    pub(super) fn create_conversation(&mut self, out: &mut Vec<Command>, now: Timestamp, attempt: u32) {
+    pub(super) fn create_conversation(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        attempt: u32,
+    ) {
         self.timers.clear(Timer::StreamConnectTimeout);
         if self.phase == Phase::OpeningStream {
             self.phase = Phase::CreatingConversation;
@@ -448,7 +502,12 @@ impl Session {
         self.timers.clear(Timer::StreamReconnect);
         if self.stream.connection != Connection::Closed {
             self.stream.connection = Connection::Closed;
-            self.call_salesforce(out, Pending::BestEffort, None, SalesforceRequest::CloseStream);
+            self.call_salesforce(
+                out,
+                Pending::BestEffort,
+                None,
+                SalesforceRequest::CloseStream,
+            );
         }
     }
 
@@ -486,7 +545,7 @@ impl Session {
                 if current && event_id.is_some() {
                     self.last_event_id = event_id;
                 }
-                self.on_entry(out, now, entry);
+                self.on_entry(out, now, entry, super::entries::Source::Stream);
             }
             StreamEvent::Ping => {}
             StreamEvent::Unknown { event_id, name } => {

@@ -27,9 +27,7 @@ pub use salesforce::{FakeSalesforce, Fault, LoggedEntry, Target};
 use crate::bot::{BotDelivery, DeliveryFailure, HandoverStatus, Notification, UserMessage};
 use crate::ids::{BotMessageId, CallId, ConversationId, HandoverId};
 use crate::io::{Command, Input};
-use crate::salesforce::{
-    FileRef, MessageContent, SalesforceRequest, StreamClosed, StreamEvent,
-};
+use crate::salesforce::{FileRef, MessageContent, SalesforceRequest, StreamClosed, StreamEvent};
 use crate::session::Session;
 use crate::settings::{CopilotUrl, HandoverRequest, HandoverSettings, SessionConfig};
 use crate::time::Timestamp;
@@ -285,7 +283,10 @@ impl Sim {
 
     // ---- the agent and Salesforce -----------------------------------------------------------
 
-    fn server<T>(&mut self, act: impl FnOnce(&mut FakeSalesforce, Timestamp, &mut Vec<StreamEvent>) -> T) -> T {
+    fn server<T>(
+        &mut self,
+        act: impl FnOnce(&mut FakeSalesforce, Timestamp, &mut Vec<StreamEvent>) -> T,
+    ) -> T {
         let mut events = Vec::new();
         let value = act(&mut self.salesforce, self.now, &mut events);
         self.stream_events(events);
@@ -565,7 +566,9 @@ impl Sim {
                 }
                 if is_open {
                     if events.first() == Some(&StreamEvent::Opened) {
-                        self.next_ping = self.ping_interval.map(|interval| self.now + self.latency + interval);
+                        self.next_ping = self
+                            .ping_interval
+                            .map(|interval| self.now + self.latency + interval);
                     }
                     for event in events {
                         self.stream_event(call.id, event);

@@ -40,7 +40,10 @@ fn span(duration: Duration) -> String {
 }
 
 fn short(text: &str) -> String {
-    let flat: String = text.chars().map(|c| if c == '\n' { '⏎' } else { c }).collect();
+    let flat: String = text
+        .chars()
+        .map(|c| if c == '\n' { '⏎' } else { c })
+        .collect();
     if flat.chars().count() > 40 {
         let head: String = flat.chars().take(37).collect();
         format!("{head:?}…({} chars)", text.chars().count())
@@ -54,15 +57,28 @@ fn content(content: &MessageContent) -> String {
         MessageContent::Text(text) => short(text),
         MessageContent::Attachments { text, files } => {
             let names: Vec<_> = files.iter().map(|f| f.name.as_str()).collect();
-            format!("files {names:?} text {}", text.as_deref().map_or("none".to_owned(), short))
+            format!(
+                "files {names:?} text {}",
+                text.as_deref().map_or("none".to_owned(), short)
+            )
         }
-        MessageContent::Choices { text, style, options } => {
+        MessageContent::Choices {
+            text,
+            style,
+            options,
+        } => {
             let titles: Vec<_> = options.iter().map(|o| o.title.as_str()).collect();
             format!("{style:?} {} {titles:?}", short(text))
         }
         MessageContent::Link { url, .. } => format!("link {url}"),
-        MessageContent::Other { kind, fallback_text } => {
-            format!("{kind} {}", fallback_text.as_deref().map_or("none".to_owned(), short))
+        MessageContent::Other {
+            kind,
+            fallback_text,
+        } => {
+            format!(
+                "{kind} {}",
+                fallback_text.as_deref().map_or("none".to_owned(), short)
+            )
         }
     }
 }
@@ -70,7 +86,12 @@ fn content(content: &MessageContent) -> String {
 fn role(role: &Role) -> String {
     match role {
         Role::Unknown(name) => name.clone(),
-        Role::EndUser | Role::Agent | Role::Chatbot | Role::System | Role::Router | Role::Supervisor => format!("{role:?}"),
+        Role::EndUser
+        | Role::Agent
+        | Role::Chatbot
+        | Role::System
+        | Role::Router
+        | Role::Supervisor => format!("{role:?}"),
     }
 }
 
@@ -152,7 +173,9 @@ pub(super) fn input(input: &Input, epoch: Timestamp, salesforce: &FakeSalesforce
                         time(epoch, issued.expires_at)
                     )
                 }
-                Ok(SalesforceResponse::RoutingStatus(status)) => format!("routing status {status:?}"),
+                Ok(SalesforceResponse::RoutingStatus(status)) => {
+                    format!("routing status {status:?}")
+                }
                 Ok(SalesforceResponse::Entries(entries)) => format!("{} entries", entries.len()),
                 Err(error) => failure(error),
             };
@@ -166,7 +189,9 @@ pub(super) fn input(input: &Input, epoch: Timestamp, salesforce: &FakeSalesforce
                 StreamEvent::Unknown { name, .. } => format!("unknown event {name}"),
                 StreamEvent::Malformed { reason, .. } => format!("malformed event: {reason}"),
                 StreamEvent::Closed(StreamClosed::Dropped) => "dropped".to_owned(),
-                StreamEvent::Closed(StreamClosed::Unauthorized) => "closed: unauthorized".to_owned(),
+                StreamEvent::Closed(StreamClosed::Unauthorized) => {
+                    "closed: unauthorized".to_owned()
+                }
             };
             format!("stream{stream} {what}")
         }
@@ -188,7 +213,9 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                 .unwrap_or_default();
             let what = match &call.request {
                 SalesforceRequest::MintToken(MintKind::Guest) => "mint-token guest".to_owned(),
-                SalesforceRequest::MintToken(MintKind::Verified(_)) => "mint-token verified".to_owned(),
+                SalesforceRequest::MintToken(MintKind::Verified(_)) => {
+                    "mint-token verified".to_owned()
+                }
                 SalesforceRequest::ContinueToken => "continuation-token".to_owned(),
                 SalesforceRequest::OpenStream { last_event_id } => format!(
                     "open-stream after {}",
@@ -198,7 +225,10 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                 SalesforceRequest::CreateConversation {
                     routing_attributes, ..
                 } => {
-                    let attributes: Vec<_> = routing_attributes.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let attributes: Vec<_> = routing_attributes
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     format!("create-conversation {{{}}}", attributes.join(", "))
                 }
                 SalesforceRequest::SendMessage {
@@ -211,7 +241,11 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                         OutboundBody::Text(text) => short(text),
                         OutboundBody::File(file) => format!("file {}", file.name),
                     };
-                    let session = if new_session.is_some() { " new-session" } else { "" };
+                    let session = if new_session.is_some() {
+                        " new-session"
+                    } else {
+                        ""
+                    };
                     format!("send {body} id={}{session}", &id[..8])
                 }
                 SalesforceRequest::SendTyping { typing, .. } => {
@@ -220,7 +254,8 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                 SalesforceRequest::Acknowledge {
                     acknowledgements, ..
                 } => {
-                    let entries: Vec<_> = acknowledgements.iter().map(|a| a.entry.as_str()).collect();
+                    let entries: Vec<_> =
+                        acknowledgements.iter().map(|a| a.entry.as_str()).collect();
                     format!("acknowledge delivered {}", entries.join(","))
                 }
                 SalesforceRequest::ListEntries { .. } => "list-entries".to_owned(),
@@ -247,7 +282,9 @@ pub(super) fn delivery(delivery: &BotDelivery, _epoch: Timestamp) -> String {
                 .map(|name| format!("({name})"))
                 .unwrap_or_default()
         ),
-        BotDelivery::Notify(Notification::Notice { text, .. }) => format!("notify notice {}", short(text)),
+        BotDelivery::Notify(Notification::Notice { text, .. }) => {
+            format!("notify notice {}", short(text))
+        }
         BotDelivery::Inject(update) => match &update.status {
             HandoverStatus::Queue(queue) => {
                 let mut text = "inject queue".to_owned();
@@ -263,7 +300,10 @@ pub(super) fn delivery(delivery: &BotDelivery, _epoch: Timestamp) -> String {
                 text
             }
             HandoverStatus::Active { agent_name } => {
-                format!("inject active agent={}", agent_name.as_deref().unwrap_or("-"))
+                format!(
+                    "inject active agent={}",
+                    agent_name.as_deref().unwrap_or("-")
+                )
             }
             HandoverStatus::Ended(outcome) => {
                 let mut text = format!("inject {}/{}", outcome.status().as_str(), outcome.reason);
@@ -321,7 +361,14 @@ fn observation(observation: &Observation) -> String {
         Observation::MessageRefused { message } => format!("message-refused {message}"),
         Observation::FileSentAsLink => "file-sent-as-link".to_owned(),
         Observation::BotDeliveryFailed { will_retry } => {
-            format!("bot-delivery-failed{}", if *will_retry { " will-retry" } else { " gave-up" })
+            format!(
+                "bot-delivery-failed{}",
+                if *will_retry {
+                    " will-retry"
+                } else {
+                    " gave-up"
+                }
+            )
         }
         Observation::BestEffortFailed => "best-effort-failed".to_owned(),
         Observation::CloseSkipped => "close-skipped".to_owned(),

@@ -30,6 +30,8 @@ pub enum Target {
     RoutingStatus,
     /// Closing the conversation.
     Close,
+    /// Connecting the stream (the connection then closes at once).
+    OpenStream,
 }
 
 impl Target {
@@ -41,8 +43,12 @@ impl Target {
                 | (Self::Create, SalesforceRequest::CreateConversation { .. })
                 | (Self::Send, SalesforceRequest::SendMessage { .. })
                 | (Self::ListEntries, SalesforceRequest::ListEntries { .. })
-                | (Self::RoutingStatus, SalesforceRequest::FetchRoutingStatus { .. })
+                | (
+                    Self::RoutingStatus,
+                    SalesforceRequest::FetchRoutingStatus { .. }
+                )
                 | (Self::Close, SalesforceRequest::CloseConversation { .. })
+                | (Self::OpenStream, SalesforceRequest::OpenStream { .. })
         )
     }
 }
@@ -209,6 +215,16 @@ impl FakeSalesforce {
         self.requests.push(request.clone());
         if let Some(index) = self.faults.iter().position(|f| f.target.matches(request)) {
             let fault = self.faults.remove(index)?;
+            if let SalesforceRequest::OpenStream { .. } = request {
+                stream_events.push(StreamEvent::Closed(
+                    if fault.failure == CallFailure::Unauthorized {
+                        StreamClosed::Unauthorized
+                    } else {
+                        StreamClosed::Dropped
+                    },
+                ));
+                return None;
+            }
             if !fault.applied {
                 return Some(Err(fault.failure));
             }
@@ -218,7 +234,11 @@ impl FakeSalesforce {
         self.handle_valid(now, call, credential, request, stream_events)
     }
 
-    fn authorize(&self, now: Timestamp, credential: Option<&Credential>) -> Result<Subject, CallFailure> {
+    fn authorize(
+        &self,
+        now: Timestamp,
+        credential: Option<&Credential>,
+    ) -> Result<Subject, CallFailure> {
         let record = credential
             .and_then(|c| self.tokens.get(c.token.expose_secret()))
             .ok_or(CallFailure::Unauthorized)?;
@@ -228,7 +248,12 @@ impl FakeSalesforce {
         Ok(record.subject.clone())
     }
 
-    fn mint(&mut self, now: Timestamp, subject: Subject, expires_at: Option<Timestamp>) -> IssuedToken {
+    fn mint(
+        &mut self,
+        now: Timestamp,
+        subject: Subject,
+        expires_at: Option<Timestamp>,
+    ) -> IssuedToken {
         let label = format!("t{}", self.next_token);
         self.next_token += 1;
         let secret = format!("sim-access-token-{label}");
@@ -246,11 +271,10 @@ impl FakeSalesforce {
             token: AccessToken::new(secret),
             expires_at,
             subject,
-            last_event_id: Some(
-                self.log
-                    .last()
-                    .map_or_else(|| EventId::new("0").expect("not empty"), |e| e.event_id.clone()),
-            ),
+            last_event_id: Some(self.log.last().map_or_else(
+                || EventId::new("0").expect("not empty"),
+                |e| e.event_id.clone(),
+            )),
         }
     }
 
@@ -283,7 +307,9 @@ impl FakeSalesforce {
                 let expires_at = credential
                     .and_then(|c| self.tokens.get(c.token.expose_secret()))
                     .map(|record| record.expires_at);
-                Some(Ok(SalesforceResponse::Token(self.mint(now, subject, expires_at))))
+                Some(Ok(SalesforceResponse::Token(
+                    self.mint(now, subject, expires_at),
+                )))
             }
             SalesforceRequest::OpenStream { last_event_id } => {
                 if self.authorize(now, credential).is_err() {
@@ -333,7 +359,13 @@ impl FakeSalesforce {
                 }
                 self.created = true;
                 self.session = SessionStatus::Waiting;
-                self.append(now, Role::Router, None, routing(RoutingType::Initial, None), stream_events);
+                self.append(
+                    now,
+                    Role::Router,
+                    None,
+                    routing(RoutingType::Initial, None),
+                    stream_events,
+                );
                 Ok(SalesforceResponse::Done)
             }
             SalesforceRequest::SendMessage {
@@ -353,7 +385,13 @@ impl FakeSalesforce {
                     }
                     self.session = SessionStatus::Waiting;
                     self.routing_status = RoutingStatus::NeedsRouting;
-                    self.append(now, Role::Router, None, routing(RoutingType::Initial, None), stream_events);
+                    self.append(
+                        now,
+                        Role::Router,
+                        None,
+                        routing(RoutingType::Initial, None),
+                        stream_events,
+                    );
                 }
                 self.accepted_ids.insert(message.id);
                 self.accepted.push(message.clone());
@@ -379,7 +417,13 @@ impl FakeSalesforce {
                 );
                 if self.session == SessionStatus::Inactive {
                     self.session = SessionStatus::Waiting;
-                    self.append(now, Role::System, None, session_status(SessionStatus::Waiting), stream_events);
+                    self.append(
+                        now,
+                        Role::System,
+                        None,
+                        session_status(SessionStatus::Waiting),
+                        stream_events,
+                    );
                 }
                 Ok(SalesforceResponse::Done)
             }
@@ -395,26 +439,30 @@ impl FakeSalesforce {
                 Ok(SalesforceResponse::Done)
             }
             SalesforceRequest::ListEntries { .. } => {
-                // Newest first, at most 50, withheld entries included.
-                let entries = self
-                    .log
+                // The newest 50, withheld entries included, oldest first.
+                let skip = self.log.len().saturating_sub(50);
+                let entries = self.log[skip..]
                     .iter()
-                    .rev()
-                    .take(50)
                     .map(|logged| logged.entry.clone())
                     .collect();
                 Ok(SalesforceResponse::Entries(entries))
             }
-            SalesforceRequest::FetchRoutingStatus { .. } => {
-                Ok(SalesforceResponse::RoutingStatus(self.routing_status.clone()))
-            }
+            SalesforceRequest::FetchRoutingStatus { .. } => Ok(SalesforceResponse::RoutingStatus(
+                self.routing_status.clone(),
+            )),
             SalesforceRequest::CloseConversation { .. } => {
                 if !self.created {
                     return Err(CallFailure::NotFound);
                 }
                 if !self.closed {
                     self.closed = true;
-                    self.append(now, Role::EndUser, None, EntryPayload::CloseConversation, stream_events);
+                    self.append(
+                        now,
+                        Role::EndUser,
+                        None,
+                        EntryPayload::CloseConversation,
+                        stream_events,
+                    );
                 }
                 Ok(SalesforceResponse::Done)
             }
@@ -486,7 +534,13 @@ impl FakeSalesforce {
         identifier
     }
 
-    fn agent_entry(&mut self, now: Timestamp, payload: EntryPayload, withheld: bool, out: &mut Vec<StreamEvent>) -> EntryId {
+    fn agent_entry(
+        &mut self,
+        now: Timestamp,
+        payload: EntryPayload,
+        withheld: bool,
+        out: &mut Vec<StreamEvent>,
+    ) -> EntryId {
         let name = self.agent.as_ref().map(|(_, name)| name.clone());
         self.append_entry(now, Role::Agent, name.as_deref(), payload, withheld, out)
     }
@@ -502,10 +556,22 @@ impl FakeSalesforce {
             display_name: Some(name.to_owned()),
             subject: Some(subject),
         };
-        self.append(now, Role::Agent, Some(name), EntryPayload::ParticipantChanged(vec![change]), out);
+        self.append(
+            now,
+            Role::Agent,
+            Some(name),
+            EntryPayload::ParticipantChanged(vec![change]),
+            out,
+        );
         if self.session != SessionStatus::Active {
             self.session = SessionStatus::Active;
-            self.append(now, Role::System, None, session_status(SessionStatus::Active), out);
+            self.append(
+                now,
+                Role::System,
+                None,
+                session_status(SessionStatus::Active),
+                out,
+            );
         }
     }
 
@@ -517,15 +583,32 @@ impl FakeSalesforce {
                 display_name: Some(name.clone()),
                 subject: Some(subject),
             };
-            self.append(now, Role::Agent, Some(&name), EntryPayload::ParticipantChanged(vec![change]), out);
+            self.append(
+                now,
+                Role::Agent,
+                Some(&name),
+                EntryPayload::ParticipantChanged(vec![change]),
+                out,
+            );
         }
     }
 
-    pub(super) fn agent_says(&mut self, now: Timestamp, content: MessageContent, withheld: bool, out: &mut Vec<StreamEvent>) -> EntryId {
+    pub(super) fn agent_says(
+        &mut self,
+        now: Timestamp,
+        content: MessageContent,
+        withheld: bool,
+        out: &mut Vec<StreamEvent>,
+    ) -> EntryId {
         self.agent_entry(now, EntryPayload::Message(content), withheld, out)
     }
 
-    pub(super) fn system_says(&mut self, now: Timestamp, text: &str, out: &mut Vec<StreamEvent>) -> EntryId {
+    pub(super) fn system_says(
+        &mut self,
+        now: Timestamp,
+        text: &str,
+        out: &mut Vec<StreamEvent>,
+    ) -> EntryId {
         let payload = EntryPayload::Message(MessageContent::Text(text.to_owned()));
         self.append(now, Role::System, Some("Automated Process"), payload, out)
     }
@@ -542,7 +625,13 @@ impl FakeSalesforce {
     pub(super) fn transfer(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
         self.routing_status = RoutingStatus::Transfer;
         self.agent_removed(now, out);
-        self.append(now, Role::Router, None, routing(RoutingType::Transfer, None), out);
+        self.append(
+            now,
+            Role::Router,
+            None,
+            routing(RoutingType::Transfer, None),
+            out,
+        );
     }
 
     pub(super) fn agent_leaves(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
@@ -564,13 +653,25 @@ impl FakeSalesforce {
     pub(super) fn mark_inactive(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
         self.session = SessionStatus::Inactive;
         self.routing_status = RoutingStatus::NeedsRouting;
-        self.append(now, Role::System, None, session_status(SessionStatus::Inactive), out);
+        self.append(
+            now,
+            Role::System,
+            None,
+            session_status(SessionStatus::Inactive),
+            out,
+        );
         self.agent_removed(now, out);
     }
 
     pub(super) fn customer_side_close(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
         self.closed = true;
-        self.append(now, Role::EndUser, None, EntryPayload::CloseConversation, out);
+        self.append(
+            now,
+            Role::EndUser,
+            None,
+            EntryPayload::CloseConversation,
+            out,
+        );
     }
 
     pub(super) fn routing_fails(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
@@ -578,14 +679,36 @@ impl FakeSalesforce {
             kind: "RoutingError".to_owned(),
             reason: Some("No agent is available".to_owned()),
         };
-        self.append(now, Role::Router, None, routing(RoutingType::Initial, Some(failure)), out);
+        self.append(
+            now,
+            Role::Router,
+            None,
+            routing(RoutingType::Initial, Some(failure)),
+            out,
+        );
     }
 
-    pub(super) fn queue_position(&mut self, now: Timestamp, position: u32, out: &mut Vec<StreamEvent>) {
-        self.append(now, Role::Router, None, EntryPayload::QueuePosition { position }, out);
+    pub(super) fn queue_position(
+        &mut self,
+        now: Timestamp,
+        position: u32,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        self.append(
+            now,
+            Role::Router,
+            None,
+            EntryPayload::QueuePosition { position },
+            out,
+        );
     }
 
-    pub(super) fn wait_estimate(&mut self, now: Timestamp, wait: Duration, out: &mut Vec<StreamEvent>) {
+    pub(super) fn wait_estimate(
+        &mut self,
+        now: Timestamp,
+        wait: Duration,
+        out: &mut Vec<StreamEvent>,
+    ) {
         let mut payload = routing(RoutingType::Initial, None);
         if let EntryPayload::RoutingResult(result) = &mut payload {
             result.estimated_wait = Some(wait);
