@@ -45,14 +45,16 @@ impl<T: Ord + Clone> RecentSet<T> {
 }
 
 /// The entries already processed, keyed by identifier. The last `capacity` identifiers are
-/// kept exactly; entries older than anything evicted are recognised by a timestamp watermark.
-/// The watermark is strict (an entry exactly at it counts as new), so a real entry is never
-/// dropped because another one shared its millisecond.
+/// kept exactly; older ones are recognised by a timestamp watermark: the latest server time
+/// among the evicted entries. Entries at exactly the watermark are told apart by the ids
+/// evicted at that millisecond, so a real entry that shares a millisecond with an evicted one
+/// is never mistaken for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct EntryDedupe {
     recent: RecentSet<(EntryId, Option<Timestamp>)>,
     ids: BTreeSet<EntryId>,
     watermark: Option<Timestamp>,
+    at_watermark: BTreeSet<EntryId>,
 }
 
 impl EntryDedupe {
@@ -61,6 +63,7 @@ impl EntryDedupe {
             recent: RecentSet::new(capacity),
             ids: BTreeSet::new(),
             watermark: None,
+            at_watermark: BTreeSet::new(),
         }
     }
 
@@ -70,7 +73,7 @@ impl EntryDedupe {
             return false;
         }
         if let (Some(time), Some(watermark)) = (server_time, self.watermark)
-            && time < watermark
+            && (time < watermark || (time == watermark && self.at_watermark.contains(id)))
         {
             return false;
         }
@@ -79,7 +82,16 @@ impl EntryDedupe {
         if let Some((old_id, old_time)) = evicted {
             self.ids.remove(&old_id);
             if let Some(old_time) = old_time {
-                self.watermark = Some(self.watermark.map_or(old_time, |w| w.max(old_time)));
+                match self.watermark {
+                    Some(watermark) if old_time < watermark => {}
+                    Some(watermark) if old_time == watermark => {
+                        self.at_watermark.insert(old_id);
+                    }
+                    Some(_) | None => {
+                        self.watermark = Some(old_time);
+                        self.at_watermark = BTreeSet::from([old_id]);
+                    }
+                }
             }
         }
         true
@@ -102,9 +114,12 @@ mod tests {
         assert!(!dedupe.first_sighting(&id("a"), Some(at(1))));
         assert!(dedupe.first_sighting(&id("b"), Some(at(2))));
         assert!(dedupe.first_sighting(&id("c"), Some(at(3))));
-        // "a" was evicted, but it is older than the watermark.
+        // "a" was evicted; it is recognised at the watermark by its id.
         assert!(!dedupe.first_sighting(&id("a"), Some(at(1))));
         // An unseen entry at the watermark itself still counts as new.
         assert!(dedupe.first_sighting(&id("a2"), Some(at(1))));
+        // Anything older than the watermark was seen (the capacity covers any backfill).
+        assert!(dedupe.first_sighting(&id("d"), Some(at(4))));
+        assert!(!dedupe.first_sighting(&id("zzz"), Some(at(0))));
     }
 }
