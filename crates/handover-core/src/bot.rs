@@ -108,6 +108,9 @@ pub struct Outcome {
     pub detail: Option<String>,
     /// User messages that never reached the agent.
     pub undelivered: Vec<BotMessageId>,
+    /// A user message that was on its way to Salesforce when the handover ended; whether it
+    /// arrived was not known yet.
+    pub unconfirmed: Vec<BotMessageId>,
 }
 
 impl Outcome {

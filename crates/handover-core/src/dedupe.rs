@@ -67,14 +67,16 @@ impl EntryDedupe {
         }
     }
 
+    /// Whether the entry has been seen, without recording it.
+    pub(crate) fn has_seen(&self, id: &EntryId, server_time: Option<Timestamp>) -> bool {
+        self.ids.contains(id)
+            || matches!((server_time, self.watermark), (Some(time), Some(watermark))
+                if time < watermark || (time == watermark && self.at_watermark.contains(id)))
+    }
+
     /// Records the entry; returns `true` if it had not been seen.
     pub(crate) fn first_sighting(&mut self, id: &EntryId, server_time: Option<Timestamp>) -> bool {
-        if self.ids.contains(id) {
-            return false;
-        }
-        if let (Some(time), Some(watermark)) = (server_time, self.watermark)
-            && (time < watermark || (time == watermark && self.at_watermark.contains(id)))
-        {
+        if self.has_seen(id, server_time) {
             return false;
         }
         let (_, evicted) = self.recent.insert((id.clone(), server_time));

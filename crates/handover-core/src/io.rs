@@ -123,6 +123,9 @@ pub enum Observation {
         /// Why.
         reason: ReconnectReason,
     },
+    /// A backfill could not reach back to the previous one within its page limit; entries
+    /// in between may be missing.
+    BackfillIncomplete,
     /// A backfill returned entries the stream had not delivered.
     Backfilled {
         /// How many were new.

@@ -425,10 +425,15 @@ pub enum SalesforceRequest {
         /// The receipts.
         acknowledgements: Vec<Acknowledgement>,
     },
-    /// List recent entries (backfill).
+    /// List recent entries (backfill): at most `limit`, the newest ones at or before `before`
+    /// (`endTimestamp`), or the newest ones when `before` is `None`.
     ListEntries {
         /// The conversation.
         conversation_id: ConversationId,
+        /// Only entries at or before this time.
+        before: Option<Timestamp>,
+        /// At most this many (Salesforce allows 50).
+        limit: u32,
     },
     /// Read the conversation's routing status.
     FetchRoutingStatus {

@@ -325,6 +325,10 @@ pub struct SessionConfig {
     /// Entry identifiers remembered for de-duplication (1024). Older ones are covered by a
     /// timestamp watermark.
     pub dedupe_capacity: usize,
+    /// Entries per backfill page (Salesforce's maximum is 50).
+    pub backfill_page_size: u32,
+    /// Pages a backfill may go back before it relays what it has (20).
+    pub backfill_max_pages: u32,
     /// The routing attribute that carries the Agent Copilot URL (`Copilot_URL`).
     pub copilot_attribute: String,
     /// The text the user gets when another agent takes over, with `{agent}` for the name.
@@ -362,6 +366,8 @@ impl Default for SessionConfig {
                 max_attempts: u32::MAX,
             },
             dedupe_capacity: 1024,
+            backfill_page_size: 50,
+            backfill_max_pages: 20,
             copilot_attribute: "Copilot_URL".to_owned(),
             agent_change_text: "You are now chatting with {agent}.".to_owned(),
         }
@@ -399,6 +405,19 @@ impl SessionConfig {
         }
         if self.dedupe_capacity == 0 {
             return fail("dedupe_capacity", "must be at least 1");
+        }
+        if self.backfill_page_size == 0 || self.backfill_max_pages == 0 {
+            return fail(
+                "backfill_page_size",
+                "pages and their size must be at least 1",
+            );
+        }
+        let reach = u64::from(self.backfill_page_size) * u64::from(self.backfill_max_pages);
+        if reach >= self.dedupe_capacity as u64 {
+            return fail(
+                "dedupe_capacity",
+                "must exceed backfill_page_size × backfill_max_pages, or a deep backfill could relay an entry twice",
+            );
         }
         for (field, policy) in [
             ("retry", &self.retry),

@@ -100,7 +100,11 @@ fn the_phases_of_a_handover_in_order() {
         ]
     );
     assert!(sim.session.is_finished());
-    assert_eq!(sim.session.poll_timeout(), None, "nothing left to wake up for");
+    assert_eq!(
+        sim.session.poll_timeout(),
+        None,
+        "nothing left to wake up for"
+    );
 }
 
 #[test]
@@ -118,12 +122,24 @@ fn time_going_backwards_is_clamped() {
     // The clock steps back an hour: deadlines stay where they were.
     let earlier = Timestamp::from_unix_secs(1_000);
     let commands = session.handle(
-        Input::Salesforce { call: mint, result: Ok(SalesforceResponse::Token(token)) },
+        Input::Salesforce {
+            call: mint,
+            result: Ok(SalesforceResponse::Token(token)),
+        },
         earlier,
     );
-    assert!(commands.iter().any(|c| matches!(c, Command::Salesforce(SalesforceCall { request: SalesforceRequest::OpenStream { .. }, .. }))));
+    assert!(commands.iter().any(|c| matches!(
+        c,
+        Command::Salesforce(SalesforceCall {
+            request: SalesforceRequest::OpenStream { .. },
+            ..
+        })
+    )));
     let (deadline, timer) = session.poll_timeout().unwrap();
-    assert_eq!((deadline, timer), (later + secs(15), Timer::StreamConnectTimeout));
+    assert_eq!(
+        (deadline, timer),
+        (later + secs(15), Timer::StreamConnectTimeout)
+    );
 }
 
 #[test]
@@ -138,14 +154,21 @@ fn an_early_or_spurious_timeout_does_nothing() {
 #[test]
 fn results_nobody_waits_for_are_counted_and_ignored() {
     let mut sim = with_agent(|_| {});
-    sim.input(Input::Salesforce { call: CallId::from_raw(999), result: Ok(SalesforceResponse::Done) });
-    sim.input(Input::Bot { call: CallId::from_raw(998), result: Ok(()) });
+    sim.input(Input::Salesforce {
+        call: CallId::from_raw(999),
+        result: Ok(SalesforceResponse::Done),
+    });
+    sim.input(Input::Bot {
+        call: CallId::from_raw(998),
+        result: Ok(()),
+    });
     expect![[r#"
         0:00:00 > sf#999 ok
         0:00:00 < record stale-result
         0:00:00 > bot#998 ok
         0:00:00 < record stale-result
-    "#]].assert_eq(&sim.take_log());
+    "#]]
+    .assert_eq(&sim.take_log());
     assert_eq!(sim.session.phase(), Phase::WithAgent);
 }
 
@@ -187,7 +210,9 @@ fn a_long_user_message_is_split_like_the_transcript() {
 
 #[test]
 fn pacing_counts_transcript_chunks_too() {
-    let transcript: Vec<_> = (0..30).map(|i| TranscriptTurn::user(format!("{i} {}", "y".repeat(2980)))).collect();
+    let transcript: Vec<_> = (0..30)
+        .map(|i| TranscriptTurn::user(format!("{i} {}", "y".repeat(2980))))
+        .collect();
     let mut sim = sim_with(|c| {
         c.settings.send_transcript = true;
         c.transcript = transcript;
@@ -198,7 +223,15 @@ fn pacing_counts_transcript_chunks_too() {
     let sends: Vec<Timestamp> = sim
         .history()
         .iter()
-        .filter(|(_, c)| matches!(c, Command::Salesforce(SalesforceCall { request: SalesforceRequest::SendMessage { .. }, .. })))
+        .filter(|(_, c)| {
+            matches!(
+                c,
+                Command::Salesforce(SalesforceCall {
+                    request: SalesforceRequest::SendMessage { .. },
+                    ..
+                })
+            )
+        })
         .map(|(at, _)| *at)
         .collect();
     assert_eq!(sends.len(), 31);
@@ -212,7 +245,13 @@ fn pacing_counts_transcript_chunks_too() {
 #[test]
 fn a_message_salesforce_refuses_is_reported_not_dropped() {
     let mut sim = with_agent(|c| c.settings.forward_events = true);
-    sim.salesforce.fail_next(Target::Send, CallFailure::Rejected { status: 400, message: "text too long".to_owned() });
+    sim.salesforce.fail_next(
+        Target::Send,
+        CallFailure::Rejected {
+            status: 400,
+            message: "text too long".to_owned(),
+        },
+    );
     let refused = sim.user_says("refused");
     sim.user_says("accepted");
     expect![[r#"
@@ -229,7 +268,8 @@ fn a_message_salesforce_refuses_is_reported_not_dropped() {
         0:00:00 > stream#2 e5 Agent delivered
         0:00:00 < bot#11 inject event delivered
         0:00:00 > bot#11 ok
-    "#]].assert_eq(&sim.take_log());
+    "#]]
+    .assert_eq(&sim.take_log());
     sim.flow_closes();
     assert_eq!(sim.session.outcome().unwrap().undelivered, vec![refused]);
 }
@@ -237,8 +277,10 @@ fn a_message_salesforce_refuses_is_reported_not_dropped() {
 #[test]
 fn a_second_417_for_the_same_message_is_a_refusal() {
     let mut sim = with_agent(|_| {});
-    sim.salesforce.fail_next(Target::Send, CallFailure::NoMessagingSession);
-    sim.salesforce.fail_next(Target::Send, CallFailure::NoMessagingSession);
+    sim.salesforce
+        .fail_next(Target::Send, CallFailure::NoMessagingSession);
+    sim.salesforce
+        .fail_next(Target::Send, CallFailure::NoMessagingSession);
     let id = sim.user_says("hello?");
     sim.flow_closes();
     assert_eq!(sim.session.outcome().unwrap().undelivered, vec![id]);
@@ -248,25 +290,36 @@ fn a_second_417_for_the_same_message_is_a_refusal() {
 fn salesforce_failing_every_send_ends_the_handover_with_the_messages_listed() {
     let mut sim = with_agent(|_| {});
     for _ in 0..8 {
-        sim.salesforce.fail_next(Target::Send, CallFailure::Transient("500".to_owned()));
+        sim.salesforce
+            .fail_next(Target::Send, CallFailure::Transient("500".to_owned()));
     }
     let first = sim.user_says("one");
     let second = sim.user_says("two");
     sim.run_until_quiet(secs(600));
     assert_eq!(terminal(&sim).as_deref(), Some("error/provider_error"));
-    assert_eq!(sim.session.outcome().unwrap().undelivered, vec![first, second]);
+    assert_eq!(
+        sim.session.outcome().unwrap().undelivered,
+        vec![first, second]
+    );
 }
 
 #[test]
 fn a_failing_token_mint_is_retried_then_reported() {
     let mut sim = sim_with(|_| {});
-    sim.salesforce.fail_next(Target::Mint, CallFailure::RateLimited);
+    sim.salesforce
+        .fail_next(Target::Mint, CallFailure::RateLimited);
     sim.start();
     sim.run_until_quiet(secs(60));
     assert_eq!(sim.session.phase(), Phase::Queued, "the retry got a token");
 
     let mut sim = sim_with(|_| {});
-    sim.salesforce.fail_next(Target::Mint, CallFailure::Rejected { status: 400, message: "invalid deployment".to_owned() });
+    sim.salesforce.fail_next(
+        Target::Mint,
+        CallFailure::Rejected {
+            status: 400,
+            message: "invalid deployment".to_owned(),
+        },
+    );
     sim.start();
     expect![[r#"
         0:00:00 > start
@@ -274,14 +327,22 @@ fn a_failing_token_mint_is_retried_then_reported() {
         0:00:00 > sf#1 failed: rejected with status 400: invalid deployment
         0:00:00 < bot#2 inject error/provider_error
         0:00:00 > bot#2 ok
-    "#]].assert_eq(&sim.take_log());
+    "#]]
+    .assert_eq(&sim.take_log());
 }
 
 #[test]
 fn a_conversation_that_cannot_be_created_is_an_error() {
     let mut sim = sim_with(|_| {});
-    sim.salesforce.fail_next(Target::Create, CallFailure::Transient("timeout".to_owned()));
-    sim.salesforce.fail_next(Target::Create, CallFailure::Rejected { status: 400, message: "bad routing attribute".to_owned() });
+    sim.salesforce
+        .fail_next(Target::Create, CallFailure::Transient("timeout".to_owned()));
+    sim.salesforce.fail_next(
+        Target::Create,
+        CallFailure::Rejected {
+            status: 400,
+            message: "bad routing attribute".to_owned(),
+        },
+    );
     sim.start();
     sim.run_until_quiet(secs(60));
     assert_eq!(terminal(&sim).as_deref(), Some("error/provider_error"));
@@ -293,15 +354,25 @@ fn a_conversation_that_cannot_be_created_is_an_error() {
 fn a_stream_that_never_opens_does_not_hold_the_conversation_back() {
     let mut sim = sim_with(|_| {});
     for _ in 0..3 {
-        sim.salesforce.fail_next(Target::OpenStream, CallFailure::Transient("refused".to_owned()));
+        sim.salesforce.fail_next(
+            Target::OpenStream,
+            CallFailure::Transient("refused".to_owned()),
+        );
     }
     sim.start();
     sim.advance(secs(20));
-    assert!(sim.salesforce.created(), "created after the connect timeout");
+    assert!(
+        sim.salesforce.created(),
+        "created after the connect timeout"
+    );
     sim.agent_joins("Jane");
     sim.agent_says("hello");
     sim.run_until_quiet(secs(130));
-    assert_eq!(sim.bot.texts(), vec!["hello"], "replay or backfill delivers it");
+    assert_eq!(
+        sim.bot.texts(),
+        vec!["hello"],
+        "replay or backfill delivers it"
+    );
 }
 
 #[test]
@@ -313,7 +384,11 @@ fn user_typing_is_only_sent_while_an_agent_is_there() {
     sim.agent_joins("Jane");
     sim.user_typing(true);
     sim.user_says("done typing");
-    assert_eq!(sim.salesforce.typing, vec![true, false], "a message ends the typing");
+    assert_eq!(
+        sim.salesforce.typing,
+        vec![true, false],
+        "a message ends the typing"
+    );
 }
 
 #[test]
@@ -335,7 +410,11 @@ fn entries_of_other_conversations_are_ignored() {
             entry: ConversationEntry {
                 conversation_id: ConversationId::from_random_bytes([9; 16]),
                 identifier: EntryId::new("other-1").unwrap(),
-                sender: Sender { role: Role::Agent, display_name: None, subject: None },
+                sender: Sender {
+                    role: Role::Agent,
+                    display_name: None,
+                    subject: None,
+                },
                 server_time: None,
                 payload: EntryPayload::Message(MessageContent::Text("not for you".to_owned())),
             },
@@ -343,7 +422,11 @@ fn entries_of_other_conversations_are_ignored() {
     });
     assert!(sim.bot.texts().is_empty());
     assert!(sim.take_log().contains("record foreign-conversation"));
-    assert_eq!(sim.session.last_event_id().map(EventId::as_str), Some("77"), "the stream position still moves");
+    assert_eq!(
+        sim.session.last_event_id().map(EventId::as_str),
+        Some("77"),
+        "the stream position still moves"
+    );
 }
 
 #[test]
@@ -357,7 +440,11 @@ fn chatbot_messages_are_relayed_and_supervisor_whispers_are_not() {
                 entry: ConversationEntry {
                     conversation_id: sim.session.conversation_id(),
                     identifier: EntryId::new(text).unwrap(),
-                    sender: Sender { role, display_name: None, subject: None },
+                    sender: Sender {
+                        role,
+                        display_name: None,
+                        subject: None,
+                    },
                     server_time: None,
                     payload: EntryPayload::Message(MessageContent::Text(text.to_owned())),
                 },
@@ -381,7 +468,8 @@ fn a_verified_token_is_revoked_when_the_handover_ends() {
         0:00:00 > sf#7 ok
         0:00:00 < sf#8 revoke-token [t1]
         0:00:00 > sf#8 ok
-    "#]].assert_eq(&sim.take_log());
+    "#]]
+    .assert_eq(&sim.take_log());
 }
 
 #[test]
@@ -395,17 +483,26 @@ fn the_final_backfill_relays_a_message_withheld_just_before_the_end() {
         .iter()
         .filter_map(|d| match d {
             BotDelivery::Notify(Notification::Agent(m)) => Some(format!("notify {:?}", m.content)),
-            BotDelivery::Inject(StatusUpdate { status: HandoverStatus::Ended(o), .. }) => Some(format!("ended {}", o.reason)),
+            BotDelivery::Inject(StatusUpdate {
+                status: HandoverStatus::Ended(o),
+                ..
+            }) => Some(format!("ended {}", o.reason)),
             _ => None,
         })
         .collect();
-    assert_eq!(delivered, vec![r#"notify Text("Thanks, bye!")"#, "ended agent_ended"]);
+    assert_eq!(
+        delivered,
+        vec![r#"notify Text("Thanks, bye!")"#, "ended agent_ended"]
+    );
 }
 
 #[test]
 fn a_rejected_bot_delivery_ends_the_handover_at_once() {
     let mut sim = with_agent(|_| {});
-    sim.bot.fail_next(DeliveryFailure::Rejected { status: 404, message: "no endpoint for this URL token".to_owned() });
+    sim.bot.fail_next(DeliveryFailure::Rejected {
+        status: 404,
+        message: "no endpoint for this URL token".to_owned(),
+    });
     sim.agent_says("hello");
     assert_eq!(terminal(&sim).as_deref(), Some("error/provider_error"));
     assert_eq!(sim.session.failed_bot_deliveries().len(), 1);
@@ -413,13 +510,22 @@ fn a_rejected_bot_delivery_ends_the_handover_at_once() {
 
 #[test]
 fn the_routing_status_check_is_dropped_when_another_agent_joins_first() {
-    let mut sim = with_agent(|c| {
+    let mut sim = sim_with(|c| {
         c.settings.end_when_agent_leaves = true;
         c.latency = Duration::from_millis(100);
     });
+    sim.start();
+    sim.advance(secs(1));
+    sim.agent_joins("Jane");
+    sim.advance(secs(1));
+    assert_eq!(sim.session.phase(), Phase::WithAgent);
     sim.agent_leaves();
-    sim.advance(Duration::from_millis(150));
+    // Raj is assigned at once; his join reaches the bridge while it is still reading the
+    // routing status after Jane's removal.
+    sim.advance(Duration::from_millis(50));
     sim.agent_joins("Raj");
+    sim.advance(Duration::from_millis(60));
+    assert_eq!(sim.session.phase(), Phase::AgentLeft);
     sim.advance(Duration::from_millis(300));
     assert_eq!(sim.session.phase(), Phase::WithAgent);
     assert_eq!(terminal(&sim), None);
@@ -428,8 +534,34 @@ fn the_routing_status_check_is_dropped_when_another_agent_joins_first() {
 #[test]
 fn session_config_validation_names_the_field() {
     let config = SessionConfig {
-        retry: RetryPolicy { initial: secs(0), max: secs(1), max_attempts: 3 },
+        retry: RetryPolicy {
+            initial: secs(0),
+            max: secs(1),
+            max_attempts: 3,
+        },
         ..SessionConfig::default()
     };
     assert_eq!(config.validate().unwrap_err().field, "retry");
+}
+
+#[test]
+fn a_backfill_reaches_back_page_by_page_and_relays_in_order() {
+    let mut sim = with_agent(|_| {});
+    let texts: Vec<String> = (0..120).map(|i| format!("message {i}")).collect();
+    for text in &texts {
+        sim.agent_says_withheld(text);
+        sim.advance(Duration::from_millis(10));
+    }
+    sim.take_log();
+    sim.advance(secs(120));
+    let log = sim.take_log();
+    assert_eq!(
+        log.matches("list-entries").count(),
+        3,
+        "three pages of 50:\n{log}"
+    );
+    assert_eq!(
+        sim.bot.texts(),
+        texts.iter().map(String::as_str).collect::<Vec<_>>()
+    );
 }

@@ -6,7 +6,9 @@ use crate::salesforce::{CallFailure, SalesforceRequest, SalesforceResponse};
 use crate::time::Timestamp;
 use crate::timer::Timer;
 
-use super::{ConversationState, Ending, Origin, Pending, Phase, RetryOp, Session, record};
+use super::{
+    ConversationState, Ending, Origin, OutboundItem, Pending, Phase, RetryOp, Session, record,
+};
 
 impl Session {
     /// Ends the handover for `reason`. `close` says whether the conversation must be closed
@@ -26,12 +28,30 @@ impl Session {
             return;
         }
         let salesforce_ended = matches!(reason, EndReason::AgentEnded | EndReason::UserClosed);
-        if salesforce_ended && !close && self.request_backfill(out, now, true) {
-            self.phase = Phase::Ending;
-            self.ending = Some(Ending { reason, detail });
+        if salesforce_ended && !close {
+            self.end_after_backfill(out, now, reason, detail);
+        } else {
+            self.finish_end(out, now, reason, detail, close);
+        }
+    }
+
+    /// Ends without closing the conversation, after one last backfill if one can be had.
+    pub(super) fn end_after_backfill(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        reason: EndReason,
+        detail: Option<String>,
+    ) {
+        if !self.phase.is_live() {
             return;
         }
-        self.finish_end(out, now, reason, detail, close);
+        if self.request_backfill(out, now, true) {
+            self.phase = Phase::Ending;
+            self.ending = Some(Ending { reason, detail });
+        } else {
+            self.finish_end(out, now, reason, detail, false);
+        }
     }
 
     pub(super) fn finish_end(
@@ -71,10 +91,21 @@ impl Session {
         self.control_retry = None;
         self.token.renewing = false;
         self.user_typing = false;
+        let unconfirmed = match &self.outbound.in_flight {
+            Some((
+                _,
+                OutboundItem {
+                    origin: Origin::User(message),
+                    ..
+                },
+            )) => vec![message.clone()],
+            Some(_) | None => Vec::new(),
+        };
         let outcome = Outcome {
             reason,
             detail,
             undelivered,
+            unconfirmed,
         };
         self.outcome = Some(outcome.clone());
         self.inject(out, now, HandoverStatus::Ended(outcome));

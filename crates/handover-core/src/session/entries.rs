@@ -14,7 +14,7 @@ use crate::salesforce::{
 };
 use crate::time::Timestamp;
 
-use super::{ConversationState, Pending, Phase, Session, record};
+use super::{Backfill, ConversationState, Pending, Phase, Session, record};
 
 /// Where an entry came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -44,7 +44,7 @@ impl Session {
             Pending::Continue { attempt } => self.on_continue_result(out, now, attempt, result),
             Pending::Create { attempt } => self.on_create_result(out, now, attempt, result),
             Pending::Send => self.on_send_result(out, now, call, result),
-            Pending::Backfill { last } => self.on_backfill_result(out, now, call, last, result),
+            Pending::Backfill => self.on_backfill_result(out, now, call, result),
             Pending::RoutingStatus => self.on_routing_status(out, now, call, result),
             Pending::Close { attempt } => self.on_close_result(out, now, attempt, result),
             Pending::BestEffort => {
@@ -65,64 +65,140 @@ impl Session {
 
     // ---- backfill ---------------------------------------------------------------------------
 
-    /// Lists recent entries unless a listing is already under way. Returns whether one was
-    /// requested.
+    /// Lists recent entries unless a listing is already under way (a final backfill joins
+    /// the one under way). Returns whether a backfill is now under way.
     pub(super) fn request_backfill(
         &mut self,
         out: &mut Vec<Command>,
         now: Timestamp,
         last: bool,
     ) -> bool {
-        if self.conversation != ConversationState::Created {
+        // While the create call is in flight, entries of the conversation prove it exists.
+        if self.conversation == ConversationState::NotCreated {
             return false;
         }
-        if !last && self.backfill.is_some() {
-            return false;
+        if let Some(backfill) = &mut self.backfill {
+            backfill.last |= last;
+            return true;
         }
-        let Some(credential) = self.credential(now) else {
+        let Some(call) = self.list_entries(out, now, None) else {
             return false;
         };
-        let request = SalesforceRequest::ListEntries {
-            conversation_id: self.request.conversation_id,
-        };
-        let call = self.call_salesforce(out, Pending::Backfill { last }, Some(credential), request);
-        self.backfill = Some(call);
+        self.backfill = Some(Backfill {
+            call,
+            last,
+            pages: 0,
+            before: None,
+            newest: None,
+            collected: Vec::new(),
+        });
         true
     }
 
+    fn list_entries(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        before: Option<Timestamp>,
+    ) -> Option<CallId> {
+        let credential = self.credential(now)?;
+        let request = SalesforceRequest::ListEntries {
+            conversation_id: self.request.conversation_id,
+            before,
+            limit: self.config.backfill_page_size,
+        };
+        Some(self.call_salesforce(out, Pending::Backfill, Some(credential), request))
+    }
+
+    /// A page arrived. Everything at or before the horizon was listed by an earlier
+    /// backfill; if this page is full and does not reach back to the horizon, entries may be
+    /// missing between the two (a withheld entry, a silent stream), so the page before it is
+    /// fetched first. Then all pages are relayed at once, in the order things happened.
     fn on_backfill_result(
         &mut self,
         out: &mut Vec<Command>,
         now: Timestamp,
         call: CallId,
-        last: bool,
         result: Result<SalesforceResponse, CallFailure>,
     ) {
-        if self.backfill == Some(call) {
-            self.backfill = None;
+        let Some(mut backfill) = self.backfill.take() else {
+            return;
+        };
+        if backfill.call != call {
+            self.backfill = Some(backfill);
+            return;
         }
-        match result {
-            Ok(SalesforceResponse::Entries(mut entries)) => {
-                // Oldest first by contract; the stable sort only repairs an out-of-order listing
-                // and keeps entries that share a millisecond in the order given.
-                entries.sort_by_key(|entry| (entry.server_time.is_none(), entry.server_time));
-                let mut new_entries = 0;
-                for entry in entries {
-                    if self.on_entry(out, now, entry, Source::Backfill) {
-                        new_entries += 1;
+        backfill.pages += 1;
+        let complete = match result {
+            Ok(SalesforceResponse::Entries(page)) => {
+                let full = page.len() >= self.config.backfill_page_size as usize;
+                let oldest = page.first().and_then(|entry| entry.server_time);
+                let newest = page.iter().filter_map(|entry| entry.server_time).max();
+                backfill.newest = backfill.newest.max(newest);
+                // Pages are fetched newest first; keep the collection oldest first.
+                let mut collected = page;
+                collected.append(&mut backfill.collected);
+                backfill.collected = collected;
+                let reaches_horizon = match (oldest, self.backfill_horizon) {
+                    (Some(oldest), Some(horizon)) => oldest <= horizon,
+                    (_, None) | (None, Some(_)) => false,
+                };
+                // The previous page began at the same millisecond: no progress is possible.
+                let stuck = oldest.is_none() || oldest == backfill.before;
+                if !full || reaches_horizon {
+                    true
+                } else if stuck || backfill.pages >= self.config.backfill_max_pages {
+                    record(out, Observation::BackfillIncomplete);
+                    false
+                } else {
+                    if self.phase != Phase::Ended
+                        && let Some(next) = self.list_entries(out, now, oldest)
+                    {
+                        backfill.call = next;
+                        backfill.before = oldest;
+                        self.backfill = Some(backfill);
+                        return;
                     }
-                }
-                if new_entries > 0 {
-                    record(out, Observation::Backfilled { new_entries });
+                    false
                 }
             }
-            Err(CallFailure::Unauthorized) => self.on_unauthorized(out, now),
-            Ok(_) | Err(_) => record(out, Observation::BestEffortFailed),
+            Err(failure) => {
+                record(out, Observation::BestEffortFailed);
+                if failure == CallFailure::Unauthorized {
+                    self.on_unauthorized(out, now);
+                }
+                false
+            }
+            Ok(_) => {
+                record(out, Observation::BestEffortFailed);
+                false
+            }
+        };
+        if complete && let Some(newest) = backfill.newest {
+            self.backfill_horizon = Some(self.backfill_horizon.map_or(newest, |h| h.max(newest)));
         }
-        if last && self.phase == Phase::Ending {
-            if let Some(ending) = self.ending.take() {
-                self.finish_end(out, now, ending.reason, ending.detail, false);
+        self.relay_backfill(out, now, backfill);
+    }
+
+    fn relay_backfill(&mut self, out: &mut Vec<Command>, now: Timestamp, backfill: Backfill) {
+        let mut entries = backfill.collected;
+        // Oldest first by contract; the stable sort only repairs an out-of-order listing and
+        // keeps entries that share a millisecond in the order given.
+        entries.sort_by_key(|entry| (entry.server_time.is_none(), entry.server_time));
+        let mut new_entries = 0;
+        for entry in entries {
+            if self.on_entry(out, now, entry, Source::Backfill) {
+                new_entries += 1;
             }
+        }
+        if new_entries > 0 {
+            record(out, Observation::Backfilled { new_entries });
+        }
+        if backfill.last
+            && self.phase == Phase::Ending
+            && let Some(ending) = self.ending.take()
+        {
+            self.finish_end(out, now, ending.reason, ending.detail, false);
         }
     }
 
@@ -162,9 +238,22 @@ impl Session {
             ..
         } = entry;
         if self.phase == Phase::Ending {
-            // Only messages still matter: they are what the final backfill is for.
-            if let EntryPayload::Message(content) = payload {
-                self.on_message(out, now, identifier, sender, content);
+            // Only messages still matter: they are what the final backfill is for. And when
+            // the end was a guess (the conversation vanished), Salesforce's own end wins.
+            match payload {
+                EntryPayload::Message(content) => {
+                    self.on_message(out, now, identifier, sender, content);
+                }
+                EntryPayload::CloseConversation => self.explain_ending(EndReason::UserClosed),
+                EntryPayload::SessionStatusChanged {
+                    status: SessionStatus::Ended,
+                    ended_by,
+                } => self.explain_ending(if ended_by == Some(Role::EndUser) {
+                    EndReason::UserClosed
+                } else {
+                    EndReason::AgentEnded
+                }),
+                _ => {}
             }
             return true;
         }
@@ -214,6 +303,15 @@ impl Session {
             }
         }
         true
+    }
+
+    fn explain_ending(&mut self, reason: EndReason) {
+        if let Some(ending) = &mut self.ending
+            && ending.reason == EndReason::ProviderError
+        {
+            ending.reason = reason;
+            ending.detail = None;
+        }
     }
 
     fn on_message(

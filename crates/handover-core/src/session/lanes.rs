@@ -107,6 +107,11 @@ impl Session {
                         message: message.clone(),
                     },
                 );
+                // While ending, the outcome is still to be written: list it there. Once
+                // ended, the outcome already lists it as unconfirmed.
+                if self.phase == Phase::Ending && !self.refused.contains(message) {
+                    self.refused.push(message.clone());
+                }
             }
             return;
         }
@@ -154,9 +159,11 @@ impl Session {
                 self.outbound.not_before = Some(now + delay);
             }
             Err(CallFailure::NotFound) => {
+                // The conversation is gone. The final backfill usually finds out why (a close
+                // or an end the stream has not delivered yet) and that becomes the reason.
                 self.outbound.ready.push_front(item);
                 let detail = "the conversation no longer exists at Salesforce".to_owned();
-                self.end(out, now, EndReason::ProviderError, Some(detail), false);
+                self.end_after_backfill(out, now, EndReason::ProviderError, Some(detail));
                 return;
             }
             Err(
@@ -301,8 +308,15 @@ impl Session {
         self.bot.attempt = 0;
         self.bot.not_before = None;
         self.bot.failed.push(item.delivery);
-        let rest: Vec<_> = self.bot.ready.drain(..).map(|item| item.delivery).collect();
-        self.bot.failed.extend(rest);
+        // Everything behind it is given up on too, except the terminal status, which the Flow
+        // must get whatever happened to the messages before it.
+        for item in std::mem::take(&mut self.bot.ready) {
+            if is_terminal(&item.delivery) {
+                self.bot.ready.push_back(item);
+            } else {
+                self.bot.failed.push(item.delivery);
+            }
+        }
         if self.phase.is_live() {
             let detail = "the bot platform did not accept deliveries".to_owned();
             self.end(out, now, EndReason::ProviderError, Some(detail), true);
@@ -327,4 +341,14 @@ impl Session {
         };
         self.call_salesforce(out, Pending::BestEffort, Some(credential), request);
     }
+}
+
+fn is_terminal(delivery: &BotDelivery) -> bool {
+    matches!(
+        delivery,
+        BotDelivery::Inject(crate::bot::StatusUpdate {
+            status: crate::bot::HandoverStatus::Ended(_),
+            ..
+        })
+    )
 }

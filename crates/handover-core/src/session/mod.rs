@@ -90,7 +90,9 @@ pub struct Session {
     conversation: ConversationState,
     stream: StreamState,
     last_event_id: Option<EventId>,
-    backfill: Option<CallId>,
+    backfill: Option<Backfill>,
+    /// Every entry up to this server time has been listed by a completed backfill.
+    backfill_horizon: Option<Timestamp>,
     dedupe: EntryDedupe,
     user_messages: RecentSet<BotMessageId>,
     outbound: Outbound,
@@ -121,9 +123,7 @@ enum Pending {
         attempt: u32,
     },
     Send,
-    Backfill {
-        last: bool,
-    },
+    Backfill,
     RoutingStatus,
     Close {
         attempt: u32,
@@ -265,6 +265,20 @@ struct QueueState {
     last_sent: Option<crate::bot::QueueUpdate>,
 }
 
+/// A backfill under way: the pages listed so far, newest page first.
+#[derive(Clone, Debug)]
+struct Backfill {
+    call: CallId,
+    /// The handover ends once this backfill is relayed.
+    last: bool,
+    pages: u32,
+    /// Where the page in flight ends.
+    before: Option<Timestamp>,
+    /// The newest entry listed.
+    newest: Option<Timestamp>,
+    collected: Vec<crate::salesforce::ConversationEntry>,
+}
+
 #[derive(Clone, Debug)]
 struct Ending {
     reason: crate::bot::EndReason,
@@ -301,6 +315,7 @@ impl Session {
             stream: StreamState::default(),
             last_event_id: None,
             backfill: None,
+            backfill_horizon: None,
             bot: BotLane::default(),
             agents: Agents::default(),
             user_present: true,
@@ -376,6 +391,11 @@ impl Session {
     /// The routing attributes sent with the conversation.
     pub fn routing_attributes(&self) -> &RoutingAttributes {
         &self.routing_attributes
+    }
+
+    /// User messages Salesforce refused for good so far (also listed in the outcome).
+    pub fn refused_messages(&self) -> &[BotMessageId] {
+        &self.refused
     }
 
     /// Deliveries to the bot platform that were given up on, kept for inspection (S41).

@@ -150,6 +150,16 @@ pub struct Sim {
     next_user_message: u64,
     log: Vec<String>,
     history: Vec<(Timestamp, Command)>,
+    ended: Option<EndMark>,
+}
+
+/// Where the simulation stood when the session reached [`Phase::Ended`](crate::Phase::Ended).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndMark {
+    /// The length of [`Sim::history`] after the input that ended the handover.
+    pub history_len: usize,
+    /// The length of the server's log at that moment.
+    pub server_log_len: usize,
 }
 
 /// An upper bound on steps at one instant; more means the session livelocks.
@@ -183,7 +193,13 @@ impl Sim {
             next_user_message: 1,
             log: Vec::new(),
             history: Vec::new(),
+            ended: None,
         }
+    }
+
+    /// Where things stood when the handover ended, once it has.
+    pub fn end_mark(&self) -> Option<EndMark> {
+        self.ended
     }
 
     /// The current virtual time.
@@ -283,15 +299,20 @@ impl Sim {
 
     // ---- the agent and Salesforce -----------------------------------------------------------
 
+    /// Something happens at Salesforce. Nothing happens to a conversation that does not exist
+    /// yet or no longer does.
     fn server<T>(
         &mut self,
         act: impl FnOnce(&mut FakeSalesforce, Timestamp, &mut Vec<StreamEvent>) -> T,
-    ) -> T {
+    ) {
+        if !self.salesforce.created() || self.salesforce.closed() {
+            self.log_line("(no conversation at Salesforce to act on)".to_owned());
+            return;
+        }
         let mut events = Vec::new();
-        let value = act(&mut self.salesforce, self.now, &mut events);
+        act(&mut self.salesforce, self.now, &mut events);
         self.stream_events(events);
         self.settle();
-        value
     }
 
     /// An agent accepts the work.
@@ -533,6 +554,15 @@ impl Sim {
 
     fn dispatch(&mut self, input: Input) {
         let commands = self.session.handle(input, self.now);
+        let ended_now =
+            self.ended.is_none() && self.session.phase() == crate::session::Phase::Ended;
+        if ended_now {
+            let history_len = self.history.len() + commands.len();
+            self.ended = Some(EndMark {
+                history_len,
+                server_log_len: self.salesforce.log().len(),
+            });
+        }
         for command in commands {
             let line = render::command(&command, self.epoch, &self.salesforce);
             self.log_line(format!("< {line}"));

@@ -354,6 +354,7 @@ fn observation(observation: &Observation) -> String {
         Observation::VerifiedFallbackToGuest => "verified-fallback-to-guest".to_owned(),
         Observation::StreamReconnect { reason } => format!("stream-reconnect {reason:?}"),
         Observation::Backfilled { new_entries } => format!("backfilled {new_entries}"),
+        Observation::BackfillIncomplete => "backfill-incomplete".to_owned(),
         Observation::TokenRenewed => "token-renewed".to_owned(),
         Observation::TokenContinued => "token-continued".to_owned(),
         Observation::TokenUnusable => "token-unusable".to_owned(),

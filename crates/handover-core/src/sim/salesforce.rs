@@ -81,6 +81,8 @@ pub struct LoggedEntry {
     pub entry: ConversationEntry,
     /// Left off the stream (only the entries list has it).
     pub withheld: bool,
+    /// Went out on a live stream when it was appended.
+    pub streamed: bool,
 }
 
 /// The fake server. It holds one conversation (the session's) and every token it minted.
@@ -116,6 +118,8 @@ pub struct FakeSalesforce {
     pub typing: Vec<bool>,
     /// Entries acknowledged as delivered.
     pub acknowledged: Vec<EntryId>,
+    /// Successful entry listings.
+    pub listings: usize,
 }
 
 impl FakeSalesforce {
@@ -145,6 +149,7 @@ impl FakeSalesforce {
             requests: Vec::new(),
             typing: Vec::new(),
             acknowledged: Vec::new(),
+            listings: 0,
         }
     }
 
@@ -438,13 +443,24 @@ impl FakeSalesforce {
                     .extend(acknowledgements.iter().map(|a| a.entry.clone()));
                 Ok(SalesforceResponse::Done)
             }
-            SalesforceRequest::ListEntries { .. } => {
-                // The newest 50, withheld entries included, oldest first.
-                let skip = self.log.len().saturating_sub(50);
-                let entries = self.log[skip..]
+            SalesforceRequest::ListEntries { before, limit, .. } => {
+                // The newest `limit` at or before `before`, withheld entries included, oldest
+                // first.
+                let eligible: Vec<_> = self
+                    .log
+                    .iter()
+                    .filter(|logged| {
+                        before.is_none_or(|before| {
+                            logged.entry.server_time.is_some_and(|t| t <= before)
+                        })
+                    })
+                    .collect();
+                let skip = eligible.len().saturating_sub(*limit as usize);
+                let entries = eligible[skip..]
                     .iter()
                     .map(|logged| logged.entry.clone())
                     .collect();
+                self.listings += 1;
                 Ok(SalesforceResponse::Entries(entries))
             }
             SalesforceRequest::FetchRoutingStatus { .. } => Ok(SalesforceResponse::RoutingStatus(
@@ -509,6 +525,13 @@ impl FakeSalesforce {
         let event_id =
             EventId::new(self.next_event.to_string()).expect("generated ids are not empty");
         self.next_event += 1;
+        // Salesforce's transcript timestamps have millisecond resolution; two entries recorded
+        // in the same instant of simulated time still get distinct, increasing ones.
+        let server_time = self
+            .log
+            .last()
+            .and_then(|last| last.entry.server_time)
+            .map_or(now, |last| now.max(last + Duration::from_millis(1)));
         let entry = ConversationEntry {
             conversation_id: self.conversation_id,
             identifier: identifier.clone(),
@@ -517,10 +540,11 @@ impl FakeSalesforce {
                 display_name: display_name.map(str::to_owned),
                 subject: None,
             },
-            server_time: Some(now),
+            server_time: Some(server_time),
             payload,
         };
-        if !withheld && self.stream.is_some() && !self.silent {
+        let streamed = !withheld && self.stream.is_some() && !self.silent;
+        if streamed {
             stream_events.push(StreamEvent::Entry {
                 event_id: Some(event_id.clone()),
                 entry: entry.clone(),
@@ -530,6 +554,7 @@ impl FakeSalesforce {
             event_id,
             entry,
             withheld,
+            streamed,
         });
         identifier
     }
@@ -716,9 +741,9 @@ impl FakeSalesforce {
         self.append(now, Role::Router, None, payload, out);
     }
 
-    /// The last `count` entries that went out on the stream, for a duplicate replay.
+    /// The last `count` entries that went out on a live stream, for a duplicate replay.
     pub(super) fn recent_streamed(&self, count: usize) -> Vec<LoggedEntry> {
-        let streamed: Vec<_> = self.log.iter().filter(|e| !e.withheld).cloned().collect();
+        let streamed: Vec<_> = self.log.iter().filter(|e| e.streamed).cloned().collect();
         let skip = streamed.len().saturating_sub(count);
         streamed.into_iter().skip(skip).collect()
     }
