@@ -1,7 +1,8 @@
 //! Developer tasks, run as `cargo xtask <task>` (the alias is in `.cargo/config.toml`).
 //!
-//! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, and
-//!   `cargo deny` (advisories, licences, bans, sources). This is the test command in README.
+//! - `ci`: everything CI checks: formatting, clippy with warnings denied, every test, the
+//!   core's embedding example, and `cargo deny` (advisories, licences, bans, sources). This is
+//!   the test command in README.
 //! - `deny`: only `cargo deny`, against the advisory database shipped in `xtask/` (there is
 //!   no network in CI).
 
@@ -88,6 +89,18 @@ fn ci() -> Result<(), String> {
     let mut test = cargo();
     test.args(["test", "--workspace", "--all-features"]);
     run("cargo test", test)?;
+
+    // The core's embedding example must not only build but drive a handover to its end.
+    let mut example = cargo();
+    example.args([
+        "run",
+        "--quiet",
+        "-p",
+        "handover-core",
+        "--example",
+        "blocking_loop",
+    ]);
+    run("the blocking-loop example", example)?;
 
     deny()
 }

@@ -1,7 +1,7 @@
 //! Behaviours of the session beyond the numbered scenarios: the phases, the driving contract,
 //! failure paths, and the edges of every rule.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
 
 use std::time::Duration;
 

@@ -5,7 +5,7 @@
 //!
 //! CI runs 10,000 cases. Set `PROPTEST_CASES` for more (or fewer) locally.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;

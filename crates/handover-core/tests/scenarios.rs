@@ -5,7 +5,7 @@
 //! Update the expected logs with `UPDATE_EXPECT=1 cargo test -p handover-core`, then read the
 //! diff: the logs are the specification.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
 
 use std::time::Duration;
 

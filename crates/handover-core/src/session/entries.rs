@@ -253,7 +253,17 @@ impl Session {
                 } else {
                     EndReason::AgentEnded
                 }),
-                _ => {}
+                // Only the messages and the end matter now.
+                EntryPayload::SessionStatusChanged { .. }
+                | EntryPayload::ParticipantChanged(_)
+                | EntryPayload::RoutingResult(_)
+                | EntryPayload::TypingStarted
+                | EntryPayload::TypingStopped
+                | EntryPayload::DeliveryAcknowledged { .. }
+                | EntryPayload::ReadAcknowledged { .. }
+                | EntryPayload::QueuePosition { .. }
+                | EntryPayload::ProgressIndicator { .. }
+                | EntryPayload::Unknown { .. } => {}
             }
             return true;
         }

@@ -342,7 +342,14 @@ impl FakeSalesforce {
                 self.stream = None;
                 done
             }
-            request => {
+            request @ (SalesforceRequest::CreateConversation { .. }
+            | SalesforceRequest::SendMessage { .. }
+            | SalesforceRequest::SendTyping { .. }
+            | SalesforceRequest::Acknowledge { .. }
+            | SalesforceRequest::ListEntries { .. }
+            | SalesforceRequest::FetchRoutingStatus { .. }
+            | SalesforceRequest::CloseConversation { .. }
+            | SalesforceRequest::RevokeToken) => {
                 if let Err(failure) = self.authorize(now, credential) {
                     return Some(Err(failure));
                 }
