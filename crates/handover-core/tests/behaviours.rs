@@ -6,32 +6,11 @@
 use std::time::Duration;
 
 use expect_test::expect;
-use handover_core::sim::{Sim, SimConfig, Target};
+use handover_core::sim::{Sim, Target};
 use handover_core::*;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn sim_with(configure: impl FnOnce(&mut SimConfig)) -> Sim {
-    let mut config = SimConfig::default();
-    configure(&mut config);
-    Sim::new(config)
-}
-
-fn with_agent(configure: impl FnOnce(&mut SimConfig)) -> Sim {
-    let mut sim = sim_with(configure);
-    sim.start();
-    sim.agent_joins("Jane");
-    sim.take_log();
-    sim
-}
-
-fn terminal(sim: &Sim) -> Option<String> {
-    sim.session
-        .outcome()
-        .map(|outcome| format!("{}/{}", outcome.status().as_str(), outcome.reason))
-}
+mod support;
+use support::*;
 
 fn request() -> HandoverRequest {
     HandoverRequest {
@@ -220,20 +199,7 @@ fn pacing_counts_transcript_chunks_too() {
     sim.start();
     sim.user_says("and now me");
     sim.run_until_quiet(secs(300));
-    let sends: Vec<Timestamp> = sim
-        .history()
-        .iter()
-        .filter(|(_, c)| {
-            matches!(
-                c,
-                Command::Salesforce(SalesforceCall {
-                    request: SalesforceRequest::SendMessage { .. },
-                    ..
-                })
-            )
-        })
-        .map(|(at, _)| *at)
-        .collect();
+    let sends: Vec<Timestamp> = sim.send_times();
     assert_eq!(sends.len(), 31);
     for window in sends.windows(23) {
         assert!(window[22].saturating_duration_since(window[0]) >= secs(60));

@@ -471,20 +471,7 @@ fn check(sim: &Sim, reference: &Reference, setup: &Setup) -> Result<(), TestCase
     }
 
     // Never more than 22 messages toward Salesforce in any 60 seconds.
-    let sends: Vec<Timestamp> = sim
-        .history()
-        .iter()
-        .filter(|(_, c)| {
-            matches!(
-                c,
-                Command::Salesforce(SalesforceCall {
-                    request: SalesforceRequest::SendMessage { .. },
-                    ..
-                })
-            )
-        })
-        .map(|(at, _)| *at)
-        .collect();
+    let sends: Vec<Timestamp> = sim.send_times();
     for window in sends.windows(23) {
         prop_assert!(window[22].saturating_duration_since(window[0]) >= Duration::from_secs(60));
     }

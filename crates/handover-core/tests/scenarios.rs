@@ -13,50 +13,8 @@ use expect_test::expect;
 use handover_core::sim::{Sim, SimConfig, Target};
 use handover_core::*;
 
-fn secs(n: u64) -> Duration {
-    Duration::from_secs(n)
-}
-
-fn sim_with(configure: impl FnOnce(&mut SimConfig)) -> Sim {
-    let mut config = SimConfig::default();
-    configure(&mut config);
-    Sim::new(config)
-}
-
-/// A handover with an agent in it, its log so far discarded.
-fn with_agent(configure: impl FnOnce(&mut SimConfig)) -> Sim {
-    let mut sim = sim_with(configure);
-    sim.start();
-    sim.agent_joins("Jane");
-    sim.take_log();
-    sim
-}
-
-fn texts_sent(sim: &Sim) -> Vec<String> {
-    sim.salesforce
-        .accepted()
-        .iter()
-        .map(|message| match &message.body {
-            OutboundBody::Text(text) => text.clone(),
-            OutboundBody::File(file) => format!("file:{}", file.name),
-        })
-        .collect()
-}
-
-fn terminal_statuses(sim: &Sim) -> Vec<String> {
-    sim.bot
-        .statuses()
-        .into_iter()
-        .filter_map(|status| match status {
-            HandoverStatus::Ended(outcome) => {
-                Some(format!("{}/{}", outcome.status().as_str(), outcome.reason))
-            }
-            HandoverStatus::Queue(_) | HandoverStatus::Active { .. } | HandoverStatus::Event(_) => {
-                None
-            }
-        })
-        .collect()
-}
+mod support;
+use support::*;
 
 fn salesforce_requests_after(sim: &Sim, from: Timestamp) -> Vec<&SalesforceRequest> {
     sim.history()
@@ -415,20 +373,7 @@ fn s11_burst_is_paced_to_22_per_minute_and_nothing_is_lost() {
     sim.run_until_quiet(secs(300));
     let expected: Vec<_> = (0..30).map(|i| format!("message {i}")).collect();
     assert_eq!(texts_sent(&sim), expected, "all 30, in order, once each");
-    let send_times: Vec<Timestamp> = sim
-        .history()
-        .iter()
-        .filter(|(_, c)| {
-            matches!(
-                c,
-                Command::Salesforce(SalesforceCall {
-                    request: SalesforceRequest::SendMessage { .. },
-                    ..
-                })
-            )
-        })
-        .map(|(at, _)| *at)
-        .collect();
+    let send_times: Vec<Timestamp> = sim.send_times();
     assert_eq!(send_times.len(), 30);
     for window in send_times.windows(23) {
         assert!(

@@ -201,13 +201,7 @@ impl Session {
             // this conversation). End now, while the token can still close the conversation,
             // rather than leave the agent with a conversation nobody can answer.
             let detail = "the guest access token is about to expire and cannot be renewed";
-            self.end(
-                out,
-                now,
-                EndReason::TokenExpired,
-                Some(detail.to_owned()),
-                true,
-            );
+            self.end_token_expired(out, now, detail);
         }
     }
 
@@ -220,27 +214,22 @@ impl Session {
         self.close_stream(out);
         if !self.token.verified {
             let detail = "the guest access token expired";
-            self.end(
-                out,
-                now,
-                EndReason::TokenExpired,
-                Some(detail.to_owned()),
-                true,
-            );
+            self.end_token_expired(out, now, detail);
         }
     }
 
     pub(super) fn on_token_grace(&mut self, out: &mut Vec<Command>, now: Timestamp) {
         if self.phase.is_live() {
             let detail = "the access token expired and was not renewed within the grace period";
-            self.end(
-                out,
-                now,
-                EndReason::TokenExpired,
-                Some(detail.to_owned()),
-                true,
-            );
+            self.end_token_expired(out, now, detail);
         }
+    }
+
+    /// The token is gone for good: end the handover, closing the conversation if a usable
+    /// token is left to do it with.
+    fn end_token_expired(&mut self, out: &mut Vec<Command>, now: Timestamp, detail: &str) {
+        let detail = Some(detail.to_owned());
+        self.end(out, now, EndReason::TokenExpired, detail, true);
     }
 
     /// Salesforce answered 401 before the token's expiry: try a continuation token, then
@@ -321,13 +310,7 @@ impl Session {
         } else {
             let detail =
                 "Salesforce refused the guest access token and no continuation token could be had";
-            self.end(
-                out,
-                now,
-                EndReason::TokenExpired,
-                Some(detail.to_owned()),
-                true,
-            );
+            self.end_token_expired(out, now, detail);
         }
     }
 

@@ -217,6 +217,23 @@ impl Sim {
         &self.history
     }
 
+    /// When each message toward Salesforce was sent (every attempt).
+    pub fn send_times(&self) -> Vec<Timestamp> {
+        self.history
+            .iter()
+            .filter(|(_, command)| {
+                matches!(
+                    command,
+                    Command::Salesforce(crate::io::SalesforceCall {
+                        request: SalesforceRequest::SendMessage { .. },
+                        ..
+                    })
+                )
+            })
+            .map(|(at, _)| *at)
+            .collect()
+    }
+
     /// The log since the last call, one line per input and command.
     pub fn take_log(&mut self) -> String {
         let mut text = self.log.join("\n");
