@@ -341,7 +341,7 @@ impl Session {
         self.now = now;
         let mut out = Vec::new();
         match input {
-            Input::Start => self.on_start(&mut out, now),
+            Input::Start => self.on_start(&mut out),
             Input::UserMessage(message) => self.on_user_message(&mut out, now, message),
             Input::UserConnected => self.on_presence(&mut out, now, true),
             Input::UserDisconnected => self.on_presence(&mut out, now, false),
@@ -418,7 +418,7 @@ impl Session {
 
     // ---- bot-side inputs ------------------------------------------------------------------
 
-    fn on_start(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+    fn on_start(&mut self, out: &mut Vec<Command>) {
         if self.phase != Phase::Requested {
             record(
                 out,
@@ -444,7 +444,7 @@ impl Session {
             }
         }
         self.phase = Phase::MintingToken;
-        self.mint(out, now, false, 1);
+        self.mint(out, false, 1);
     }
 
     fn on_user_message(&mut self, out: &mut Vec<Command>, now: Timestamp, message: UserMessage) {

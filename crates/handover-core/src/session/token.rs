@@ -1,6 +1,7 @@
 //! Tokens, the event stream, and creating the conversation.
 
 use crate::bot::{EndReason, ProviderEvent};
+use crate::ids::CallId;
 use crate::io::{Command, Observation, ReconnectReason};
 use crate::salesforce::{
     CallFailure, Credential, IssuedToken, MintKind, SalesforceRequest, SalesforceResponse,
@@ -10,18 +11,11 @@ use crate::time::Timestamp;
 use crate::timer::Timer;
 
 use super::{Connection, ConversationState, Pending, Phase, RetryOp, Session, Token, record};
-use crate::ids::CallId;
 
 impl Session {
     // ---- tokens -----------------------------------------------------------------------------
 
-    pub(super) fn mint(
-        &mut self,
-        out: &mut Vec<Command>,
-        _now: Timestamp,
-        renewal: bool,
-        attempt: u32,
-    ) {
+    pub(super) fn mint(&mut self, out: &mut Vec<Command>, renewal: bool, attempt: u32) {
         let kind = match &self.request.settings.identity_token {
             Some(identity) => MintKind::Verified(identity.clone()),
             None => MintKind::Guest,
@@ -194,7 +188,7 @@ impl Session {
         }
         if self.token.verified {
             if !self.token.renewing {
-                self.mint(out, now, true, 1);
+                self.mint(out, true, 1);
             }
         } else {
             // A guest token cannot be renewed (a new one is a new subject, which cannot reach
@@ -303,7 +297,7 @@ impl Session {
         }
         if self.token.verified {
             if !self.token.renewing {
-                self.mint(out, now, true, 1);
+                self.mint(out, true, 1);
             }
         } else if attempt < self.config.retry.max_attempts {
             self.schedule_control_retry(now, RetryOp::Continue, attempt);
@@ -345,12 +339,12 @@ impl Session {
         match op {
             RetryOp::Mint { renewal: false } => {
                 if self.phase == Phase::MintingToken {
-                    self.mint(out, now, false, attempt);
+                    self.mint(out, false, attempt);
                 }
             }
             RetryOp::Mint { renewal: true } => {
                 if self.phase.is_live() && self.token.verified {
-                    self.mint(out, now, true, attempt);
+                    self.mint(out, true, attempt);
                 } else {
                     self.token.renewing = false;
                 }
