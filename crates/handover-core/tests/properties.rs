@@ -636,3 +636,31 @@ fn session_invariants_hold_for_random_scripts() {
         panic!("{error}");
     }
 }
+
+/// Found by the property test: a final backfill joined a routine listing already under way,
+/// whose snapshot predated a withheld agent message, so the message was lost at the end.
+#[test]
+fn regression_the_final_backfill_lists_what_exists_after_the_end_signal() {
+    let setup = Setup {
+        forward_events: false,
+        end_when_agent_leaves: false,
+        legacy_switch: false,
+        forward_while_queued: true,
+        transcript_turns: 700,
+        verified: false,
+        agent_change_notification: false,
+        token_lifetime: Duration::from_secs(900),
+        latency: Duration::from_millis(1500),
+    };
+    let steps = vec![
+        Step::Advance(Duration::from_secs(100)),
+        Step::DropStream,
+        Step::Burst(15),
+        Step::Burst(25),
+        Step::AgentSaysWithheld,
+        Step::CustomerSideClose,
+    ];
+    if let Err(error) = run_case(setup, steps) {
+        panic!("{error}");
+    }
+}

@@ -65,8 +65,8 @@ impl Session {
 
     // ---- backfill ---------------------------------------------------------------------------
 
-    /// Lists recent entries unless a listing is already under way (a final backfill joins
-    /// the one under way). Returns whether a backfill is now under way.
+    /// Lists recent entries unless a routine listing is already under way. Returns whether a
+    /// backfill is now under way.
     pub(super) fn request_backfill(
         &mut self,
         out: &mut Vec<Command>,
@@ -77,8 +77,10 @@ impl Session {
         if self.conversation == ConversationState::NotCreated {
             return false;
         }
-        if let Some(backfill) = &mut self.backfill {
-            backfill.last |= last;
+        // A listing under way serves a routine backfill. A final one must list what exists
+        // now, after the end signal, so it starts afresh and the older listing's answer is
+        // dropped when it comes.
+        if !last && self.backfill.is_some() {
             return true;
         }
         let Some(call) = self.list_entries(out, now, None) else {
