@@ -1,0 +1,346 @@
+//! The control API (`/control/…`) that tests and the console use to play the agent, script
+//! agents, inject faults and expire tokens; and the console page itself.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::Path;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use base64::Engine as _;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Shared, State, StrictJson, now_ms};
+use crate::config::ScriptedAgent;
+use crate::faults::Faults;
+use crate::world::{AgentContent, ApiError, Conversation};
+
+pub(super) fn routes() -> Router<Arc<Shared>> {
+    Router::new()
+        .route("/console", get(console))
+        .route("/control/deployments", get(deployments))
+        .route(
+            "/control/deployments/{name}/scripted-agent",
+            put(set_scripted_agent),
+        )
+        .route("/control/conversations", get(conversations))
+        .route("/control/conversations/{id}", get(conversation))
+        .route("/control/conversations/{id}/accept", post(accept))
+        .route("/control/conversations/{id}/messages", post(message))
+        .route("/control/conversations/{id}/typing", post(typing))
+        .route("/control/conversations/{id}/acknowledge", post(acknowledge))
+        .route("/control/conversations/{id}/transfer", post(transfer))
+        .route("/control/conversations/{id}/inactive", post(inactive))
+        .route("/control/conversations/{id}/end", post(end))
+        .route("/control/conversations/{id}/leave", post(leave))
+        .route(
+            "/control/conversations/{id}/routing-failure",
+            post(routing_failure),
+        )
+        .route("/control/conversations/{id}/queue", post(queue))
+        .route(
+            "/control/conversations/{id}/faults",
+            put(set_conversation_faults),
+        )
+        .route("/control/faults", put(set_faults).get(faults))
+        .route("/control/tokens/expire", post(expire_tokens))
+}
+
+async fn console() -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        include_str!("../../assets/console.html"),
+    )
+        .into_response()
+}
+
+async fn deployments(state: State) -> axum::Json<Value> {
+    let world = state.world();
+    let deployments: Vec<Value> = world
+        .deployments()
+        .iter()
+        .map(|d| json!({ "orgId": d.org_id, "developerName": d.developer_name, "scriptedAgent": d.scripted_agent }))
+        .collect();
+    axum::Json(json!({ "deployments": deployments }))
+}
+
+async fn set_scripted_agent(
+    state: State,
+    Path(name): Path<String>,
+    StrictJson(agent): StrictJson<Option<ScriptedAgent>>,
+) -> Result<StatusCode, ApiError> {
+    state.world().set_scripted_agent(&name, agent)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn summary(conversation: &Conversation) -> Value {
+    let last_message = conversation
+        .entries
+        .iter()
+        .rev()
+        .find(|e| e["entryType"] == "Message")
+        .and_then(|e| e["entryPayload"]["abstractMessage"]["staticContent"]["text"].as_str())
+        .map(str::to_owned);
+    json!({
+        "conversationId": conversation.id,
+        "orgId": conversation.org_id,
+        "developerName": conversation.developer_name,
+        "subject": conversation.subject,
+        "sessionStatus": conversation.session,
+        "routingStatus": conversation.routing_status,
+        "agent": conversation.agent.as_ref().map(|a| a.display_name.clone()),
+        "routingAttributes": conversation.routing_attributes,
+        "startTimestamp": conversation.started_ms,
+        "closed": conversation.closed_ms.is_some(),
+        "lastMessage": last_message,
+        "faults": conversation.faults,
+    })
+}
+
+async fn conversations(state: State) -> axum::Json<Value> {
+    let world = state.world();
+    let all: Vec<Value> = world.conversations().map(summary).collect();
+    axum::Json(json!({ "conversations": all }))
+}
+
+async fn conversation(state: State, Path(id): Path<String>) -> Result<axum::Json<Value>, ApiError> {
+    let world = state.world();
+    let conversation = world.conversation(&id)?;
+    let mut value = summary(conversation);
+    value["entries"] = Value::Array(conversation.entries.clone());
+    Ok(axum::Json(value))
+}
+
+#[derive(Deserialize)]
+#[serde(default, deny_unknown_fields)]
+struct Accept {
+    agent: String,
+}
+
+impl Default for Accept {
+    fn default() -> Self {
+        Self {
+            agent: "Sandbox Agent".to_owned(),
+        }
+    }
+}
+
+async fn accept(
+    state: State,
+    Path(id): Path<String>,
+    body: Option<StrictJson<Accept>>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    state.world().agent_accepts(now_ms(), &id, &body.agent)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileSpec {
+    name: String,
+    #[serde(rename = "mimeType")]
+    mime_type: String,
+    /// Base64 content; defaults to a few bytes of text.
+    #[serde(default)]
+    content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ChoicesSpec {
+    style: String,
+    text: String,
+    options: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Message {
+    #[serde(default)]
+    text: Option<String>,
+    #[serde(default)]
+    attachments: Option<Vec<FileSpec>>,
+    #[serde(default)]
+    choices: Option<ChoicesSpec>,
+    /// Agent (default), Chatbot or System.
+    #[serde(default)]
+    role: Option<String>,
+}
+
+async fn message(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<Message>,
+) -> Result<axum::Json<Value>, ApiError> {
+    let content = match (body.text, body.attachments, body.choices) {
+        (text, Some(files), None) => {
+            let mut decoded = Vec::new();
+            for file in files {
+                let bytes = match file.content {
+                    Some(content) => base64::engine::general_purpose::STANDARD
+                        .decode(content)
+                        .map_err(|_| ApiError::new(400, "attachments[].content must be base64."))?,
+                    None => format!("sandbox file {}", file.name).into_bytes(),
+                };
+                decoded.push((file.name, file.mime_type, bytes));
+            }
+            AgentContent::Attachments {
+                text,
+                files: decoded,
+            }
+        }
+        (None, None, Some(choices)) => AgentContent::Choices {
+            style: choices.style,
+            text: choices.text,
+            options: choices.options,
+        },
+        (Some(text), None, None) => AgentContent::Text(text),
+        _ => {
+            return Err(ApiError::new(
+                400,
+                "Send text, attachments (with optional text), or choices.",
+            ));
+        }
+    };
+    let role = body.role.as_deref().unwrap_or("Agent");
+    if !matches!(role, "Agent" | "Chatbot" | "System") {
+        return Err(ApiError::new(400, "role must be Agent, Chatbot or System."));
+    }
+    let entry = state.world().agent_sends(now_ms(), &id, content, role)?;
+    Ok(axum::Json(json!({ "identifier": entry })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Typing {
+    on: bool,
+}
+
+async fn typing(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<Typing>,
+) -> Result<StatusCode, ApiError> {
+    state.world().agent_typing(now_ms(), &id, body.on)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Acknowledge {
+    entry_id: String,
+    #[serde(default)]
+    read: bool,
+}
+
+async fn acknowledge(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<Acknowledge>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .world()
+        .agent_acknowledges(now_ms(), &id, &body.entry_id, body.read)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Transfer {
+    to: Option<String>,
+}
+
+async fn transfer(
+    state: State,
+    Path(id): Path<String>,
+    body: Option<StrictJson<Transfer>>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    state.world().transfer(now_ms(), &id, body.to.as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn inactive(state: State, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.world().mark_inactive(now_ms(), &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn end(state: State, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.world().agent_ends(now_ms(), &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn leave(state: State, Path(id): Path<String>) -> Result<StatusCode, ApiError> {
+    state.world().agent_leaves(now_ms(), &id)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct RoutingFailure {
+    reason: Option<String>,
+}
+
+async fn routing_failure(
+    state: State,
+    Path(id): Path<String>,
+    body: Option<StrictJson<RoutingFailure>>,
+) -> Result<StatusCode, ApiError> {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    state
+        .world()
+        .routing_fails(now_ms(), &id, body.reason.as_deref())?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct Queue {
+    position: u32,
+    #[serde(default)]
+    estimated_wait_seconds: Option<u32>,
+}
+
+async fn queue(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<Queue>,
+) -> Result<StatusCode, ApiError> {
+    state
+        .world()
+        .queue_update(now_ms(), &id, body.position, body.estimated_wait_seconds)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_conversation_faults(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(faults): StrictJson<Faults>,
+) -> Result<StatusCode, ApiError> {
+    state.world().set_conversation_faults(&id, faults)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn set_faults(state: State, StrictJson(faults): StrictJson<Faults>) -> StatusCode {
+    state.world().faults = faults;
+    StatusCode::NO_CONTENT
+}
+
+async fn faults(state: State) -> axum::Json<Faults> {
+    axum::Json(state.world().faults.clone())
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+struct Expire {
+    subject: Option<String>,
+}
+
+async fn expire_tokens(state: State, body: Option<StrictJson<Expire>>) -> StatusCode {
+    let body = body.map(|b| b.0).unwrap_or_default();
+    state.world().expire_tokens(body.subject.as_deref());
+    StatusCode::NO_CONTENT
+}
