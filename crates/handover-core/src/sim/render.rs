@@ -28,9 +28,9 @@ pub(super) fn time(epoch: Timestamp, now: Timestamp) -> String {
 
 fn span(duration: Duration) -> String {
     let secs = duration.as_secs();
-    if secs >= 3600 && secs % 3600 == 0 {
+    if secs >= 3600 && secs.is_multiple_of(3600) {
         format!("{}h", secs / 3600)
-    } else if secs >= 60 && secs % 60 == 0 {
+    } else if secs >= 60 && secs.is_multiple_of(60) {
         format!("{}m", secs / 60)
     } else if duration.subsec_millis() == 0 {
         format!("{secs}s")
