@@ -66,8 +66,6 @@ pub(crate) struct Event {
     pub(crate) id: u64,
     /// The SSE event name.
     pub(crate) name: &'static str,
-    /// The conversation it belongs to.
-    pub(crate) conversation: String,
     /// The SSE `data` (the envelope, with `entryPayload` as a JSON string).
     pub(crate) data: String,
     /// Left off the stream; only the entries list has it.
@@ -79,6 +77,8 @@ pub(crate) struct Event {
 pub(crate) struct SubjectLog {
     /// Every event, oldest first.
     pub(crate) events: Vec<Event>,
+    /// The subject's conversations.
+    pub(crate) conversations: Vec<String>,
     /// The number of events, for streams waiting for more.
     pub(crate) grown: watch::Sender<usize>,
 }
@@ -483,6 +483,9 @@ impl World {
         };
         self.conversations
             .insert(conversation_id.to_owned(), conversation);
+        self.subject_log(&claims.sub)
+            .conversations
+            .push(conversation_id.to_owned());
         self.set_session(now_ms, conversation_id, "Waiting", None);
         let record_id = self.conversation(conversation_id)?.record_id.clone();
         let entry_id = random_uuid();
@@ -1285,6 +1288,7 @@ impl World {
             .entry(subject.to_owned())
             .or_insert_with(|| SubjectLog {
                 events: Vec::new(),
+                conversations: Vec::new(),
                 grown: watch::channel(0).0,
             })
     }
@@ -1299,13 +1303,27 @@ impl World {
         self.subjects
             .get(subject)
             .map(|log| {
-                log.events
-                    .iter()
-                    .filter(|event| event.id > after)
-                    .cloned()
-                    .collect()
+                // Ids grow along the log.
+                let start = log.events.partition_point(|event| event.id <= after);
+                log.events[start..].to_vec()
             })
             .unwrap_or_default()
+    }
+
+    /// The faults that apply to the stream of `subject`: the global ones combined with those
+    /// of each of the subject's conversations.
+    pub(crate) fn stream_faults(&self, subject: &str) -> Faults {
+        let mut faults = self.faults.clone();
+        if let Some(log) = self.subjects.get(subject) {
+            for conversation in log
+                .conversations
+                .iter()
+                .filter_map(|id| self.conversations.get(id))
+            {
+                faults = faults.combine(&conversation.faults);
+            }
+        }
+        faults
     }
 
     /// Transcript timestamps are strictly increasing, as Salesforce's are.
@@ -1426,7 +1444,6 @@ impl World {
         log.events.push(Event {
             id,
             name: payload::event_name(&entry_type),
-            conversation: conversation_id.to_owned(),
             data: envelope.to_string(),
             withheld,
         });

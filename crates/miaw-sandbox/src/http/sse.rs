@@ -97,12 +97,9 @@ impl Connection {
         loop {
             let (events, faults) = {
                 let world = self.shared.world();
-                let events = world.events_after(&self.subject, self.cursor);
-                let conversations: Vec<&str> =
-                    events.iter().map(|e| e.conversation.as_str()).collect();
                 (
-                    events.clone(),
-                    stream_faults(&world, &self.subject, &conversations),
+                    world.events_after(&self.subject, self.cursor),
+                    world.stream_faults(&self.subject),
                 )
             };
             if let Some(drop_ms) = faults.drop_every_ms
@@ -200,17 +197,4 @@ impl Connection {
     async fn write(&self, chunk: Bytes) -> Result<(), ()> {
         self.sender.send(Ok(chunk)).await.map_err(|_| ())
     }
-}
-
-/// Global faults combined with those of every conversation of the subject: a stream carries
-/// all of them.
-fn stream_faults(world: &crate::world::World, subject: &str, recent: &[&str]) -> Faults {
-    let mut faults = world.faults_for(None);
-    for conversation in world
-        .conversations()
-        .filter(|c| c.subject == subject || recent.contains(&c.id.as_str()))
-    {
-        faults = faults.combine(&conversation.faults);
-    }
-    faults
 }
