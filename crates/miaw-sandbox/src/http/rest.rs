@@ -460,21 +460,34 @@ async fn send_message(
         body.routing_attributes,
         body.language,
     );
+    let message = (&body.es_developer_name[..], &body.message.id[..]);
+    accept_user_message(&state, &headers, &conversation, message, content, session)
+}
+
+/// Hands a user message (text or file) to the world and schedules the scripted agent.
+fn accept_user_message(
+    state: &Arc<Shared>,
+    headers: &HeaderMap,
+    conversation: &str,
+    (developer_name, message_id): (&str, &str),
+    content: UserContent,
+    session: Option<Option<Map<String, Value>>>,
+) -> Result<Response, ApiError> {
     let (response, followups) = {
         let mut world = state.world();
         let now = now_ms();
-        let claims = world.authorize(now, bearer(&headers))?;
+        let claims = world.authorize(now, bearer(headers))?;
         world.send_message(
             now,
             &claims,
-            &conversation,
-            &body.es_developer_name,
-            &body.message.id,
+            conversation,
+            developer_name,
+            message_id,
             content,
             session,
         )?
     };
-    schedule(&state, followups);
+    schedule(state, followups);
     Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response())
 }
 
@@ -585,22 +598,8 @@ async fn send_file(
         entry.routing_attributes,
         entry.language,
     );
-    let (response, followups) = {
-        let mut world = state.world();
-        let now = now_ms();
-        let claims = world.authorize(now, bearer(&headers))?;
-        world.send_message(
-            now,
-            &claims,
-            &conversation,
-            &entry.es_developer_name,
-            &entry.message.id,
-            content,
-            session,
-        )?
-    };
-    schedule(&state, followups);
-    Ok((StatusCode::ACCEPTED, axum::Json(response)).into_response())
+    let message = (&entry.es_developer_name[..], &entry.message.id[..]);
+    accept_user_message(&state, &headers, &conversation, message, content, session)
 }
 
 fn guess_mime(name: &str) -> Option<String> {
