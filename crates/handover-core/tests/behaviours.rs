@@ -531,3 +531,28 @@ fn a_backfill_reaches_back_page_by_page_and_relays_in_order() {
         texts.iter().map(String::as_str).collect::<Vec<_>>()
     );
 }
+
+#[test]
+fn a_file_refused_for_any_reason_goes_as_a_link() {
+    let mut sim = with_agent(|_| {});
+    sim.salesforce.fail_next(
+        Target::Send,
+        CallFailure::Rejected {
+            status: 400,
+            message: "could not download the attachment".to_owned(),
+        },
+    );
+    sim.user_sends_file("receipt.pdf", 10);
+    let sent: Vec<_> = sim
+        .salesforce
+        .accepted()
+        .iter()
+        .map(|m| m.body.clone())
+        .collect();
+    assert_eq!(
+        sent,
+        vec![OutboundBody::Text(
+            "receipt.pdf: https://files.example/receipt.pdf".to_owned()
+        )]
+    );
+}

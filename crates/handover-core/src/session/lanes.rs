@@ -132,9 +132,13 @@ impl Session {
                     self.agents.flow_active = false;
                 }
             }
-            Err(CallFailure::PayloadTooLarge | CallFailure::UnsupportedMediaType)
-                if item.fallback.is_some() =>
-            {
+            // Salesforce will not take the file (too large, wrong type, or refused for another
+            // reason such as a file that could not be fetched): the agent gets the link instead.
+            Err(
+                CallFailure::PayloadTooLarge
+                | CallFailure::UnsupportedMediaType
+                | CallFailure::Rejected { .. },
+            ) if item.fallback.is_some() => {
                 if let Some(link) = item.fallback.take() {
                     record(out, Observation::FileSentAsLink);
                     item.message = link;
