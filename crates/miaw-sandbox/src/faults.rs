@@ -26,6 +26,9 @@ pub struct Faults {
     pub latency_ms: u64,
     /// The next this-many events are left off the stream; only the entries list has them.
     pub withhold_next_events: u32,
+    /// The next this-many events go out on the stream with their data cut in half (no longer
+    /// JSON); the entries list has them intact.
+    pub garble_next_events: u32,
 }
 
 impl Faults {
@@ -50,6 +53,7 @@ impl Faults {
             error_rate_429: self.error_rate_429.max(other.error_rate_429),
             latency_ms: self.latency_ms.max(other.latency_ms),
             withhold_next_events: self.withhold_next_events.max(other.withhold_next_events),
+            garble_next_events: self.garble_next_events.max(other.garble_next_events),
         }
     }
 }

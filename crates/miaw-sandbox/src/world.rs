@@ -1,6 +1,7 @@
 //! The sandbox's state and every rule of the simulated Salesforce. No HTTP here: the HTTP
 //! layer parses requests, calls these methods with the current time, and renders the results.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use serde_json::{Map, Value, json};
@@ -65,11 +66,22 @@ pub(crate) struct Event {
     /// The SSE id.
     pub(crate) id: u64,
     /// The SSE event name.
-    pub(crate) name: &'static str,
+    pub(crate) name: Cow<'static, str>,
     /// The SSE `data` (the envelope, with `entryPayload` as a JSON string).
     pub(crate) data: String,
-    /// Left off the stream; only the entries list has it.
-    pub(crate) withheld: bool,
+    /// How the stream carries it.
+    pub(crate) delivery: Delivery,
+}
+
+/// How an event travels on the stream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Delivery {
+    /// As it is.
+    Intact,
+    /// Not at all; only the entries list has it.
+    Withheld,
+    /// With its `data` cut in half, so that it is no longer JSON.
+    Garbled,
 }
 
 /// A subject's event log and the signal that it grew.
@@ -1418,14 +1430,16 @@ impl World {
             "relatedRecords": related,
         });
         conversation.entries.push(entry.clone());
-        let withheld = if conversation.faults.withhold_next_events > 0 {
-            conversation.faults.withhold_next_events -= 1;
-            true
-        } else if self.faults.withhold_next_events > 0 {
-            self.faults.withhold_next_events -= 1;
-            true
+        let delivery = if take_one(&mut conversation.faults.withhold_next_events)
+            || take_one(&mut self.faults.withhold_next_events)
+        {
+            Delivery::Withheld
+        } else if take_one(&mut conversation.faults.garble_next_events)
+            || take_one(&mut self.faults.garble_next_events)
+        {
+            Delivery::Garbled
         } else {
-            false
+            Delivery::Intact
         };
         let subject = conversation.subject.clone();
         let channel = format!("{}_channel", conversation.developer_name);
@@ -1443,13 +1457,54 @@ impl World {
         let log = self.subject_log(&subject);
         log.events.push(Event {
             id,
-            name: payload::event_name(&entry_type),
+            name: Cow::Borrowed(payload::event_name(&entry_type)),
             data: envelope.to_string(),
-            withheld,
+            delivery,
         });
         let length = log.events.len();
         log.grown.send_replace(length);
     }
+
+    /// Emits an event that is not a conversation entry, with any name and data, on the
+    /// stream of the conversation's subject: what a newer Salesforce release might send.
+    pub(crate) fn emit_raw(
+        &mut self,
+        conversation_id: &str,
+        name: String,
+        mut data: Value,
+    ) -> Result<(), ApiError> {
+        let conversation = self
+            .conversations
+            .get(conversation_id)
+            .ok_or_else(ApiError::not_found)?;
+        let subject = conversation.subject.clone();
+        if let Some(object) = data.as_object_mut() {
+            object
+                .entry("conversationId")
+                .or_insert_with(|| Value::String(conversation_id.to_owned()));
+        }
+        let id = self.next_event;
+        self.next_event += 1;
+        let log = self.subject_log(&subject);
+        log.events.push(Event {
+            id,
+            name: Cow::Owned(name),
+            data: data.to_string(),
+            delivery: Delivery::Intact,
+        });
+        let length = log.events.len();
+        log.grown.send_replace(length);
+        Ok(())
+    }
+}
+
+/// Takes one from a fault's countdown; false when it is at zero.
+fn take_one(count: &mut u32) -> bool {
+    let Some(less) = count.checked_sub(1) else {
+        return false;
+    };
+    *count = less;
+    true
 }
 
 /// What the user sends.

@@ -293,3 +293,81 @@ async fn the_sandbox_serves_https_with_a_self_signed_certificate() {
         "an untrusted certificate is refused by a normal client"
     );
 }
+
+#[tokio::test]
+async fn a_garbled_event_is_broken_on_the_stream_and_intact_in_the_entries() {
+    let harness = Harness::start().await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    harness.control(&format!("{id}/accept"), json!({})).await;
+    let mut stream = harness.stream(&token, None).await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    let response = harness
+        .call(
+            Method::PUT,
+            &format!("/control/conversations/{id}/faults"),
+            None,
+            Some(json!({ "garble_next_events": 1 })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    for text in ["garbled", "intact"] {
+        harness
+            .control(&format!("{id}/messages"), json!({ "text": text }))
+            .await;
+    }
+    let garbled = stream.next_entry().await;
+    assert_eq!(garbled.event, "CONVERSATION_MESSAGE");
+    assert!(
+        serde_json::from_str::<Value>(&garbled.data).is_err(),
+        "{}",
+        garbled.data
+    );
+    let intact = stream.next_entry().await;
+    assert_eq!(
+        payload(&intact)["abstractMessage"]["staticContent"]["text"],
+        "intact"
+    );
+    let listed = harness
+        .entries(&token, &id, "limit=2&entryTypeFilter=Message")
+        .await;
+    assert_eq!(
+        listed[1]["entryPayload"]["abstractMessage"]["staticContent"]["text"],
+        "garbled"
+    );
+}
+
+#[tokio::test]
+async fn raw_events_of_any_name_reach_the_subjects_stream_but_not_the_entries() {
+    let harness = Harness::start().await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    let mut stream = harness.stream(&token, None).await;
+    harness
+        .control(
+            &format!("{id}/events"),
+            json!({ "event": "CONVERSATION_SOMETHING_NEW", "data": { "hint": 1 } }),
+        )
+        .await;
+    let events = stream.until("CONVERSATION_SOMETHING_NEW").await;
+    let raw = data(events.last().unwrap());
+    assert_eq!(raw["hint"], 1);
+    assert_eq!(raw["conversationId"], id.as_str());
+    assert!(events.last().unwrap().id.parse::<u64>().is_ok());
+    let listed = harness.entries(&token, &id, "limit=50").await;
+    assert!(
+        listed
+            .iter()
+            .all(|e| e["entryType"] != "CONVERSATION_SOMETHING_NEW")
+    );
+    let response = harness
+        .call(
+            Method::POST,
+            &format!("/control/conversations/{id}/events"),
+            None,
+            Some(json!({ "event": "bad name\nevent: x" })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}

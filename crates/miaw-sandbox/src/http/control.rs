@@ -40,11 +40,13 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
             post(routing_failure),
         )
         .route("/control/conversations/{id}/queue", post(queue))
+        .route("/control/conversations/{id}/events", post(raw_event))
         .route(
             "/control/conversations/{id}/faults",
             put(set_conversation_faults),
         )
         .route("/control/faults", put(set_faults).get(faults))
+        .route("/control/faults/injected", get(injected))
         .route("/control/tokens/expire", post(expire_tokens))
 }
 
@@ -315,6 +317,36 @@ async fn queue(
     Ok(StatusCode::NO_CONTENT)
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEvent {
+    event: String,
+    #[serde(default)]
+    data: Value,
+}
+
+/// Emits an event of any name on the subject's stream: what a newer Salesforce release might
+/// send. It is not an entry, so `/entries` never lists it.
+async fn raw_event(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<RawEvent>,
+) -> Result<StatusCode, ApiError> {
+    let valid = !body.event.is_empty()
+        && body
+            .event
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-' || b == b'.');
+    if !valid {
+        return Err(ApiError::new(
+            400,
+            "event must be a non-empty name of letters, digits, '_', '-' or '.'.",
+        ));
+    }
+    state.world().emit_raw(&id, body.event, body.data)?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
 async fn set_conversation_faults(
     state: State,
     Path(id): Path<String>,
@@ -331,6 +363,12 @@ async fn set_faults(state: State, StrictJson(faults): StrictJson<Faults>) -> Sta
 
 async fn faults(state: State) -> axum::Json<Faults> {
     axum::Json(state.world().faults.clone())
+}
+
+/// How many REST calls the faults failed so far.
+async fn injected(state: State) -> axum::Json<Value> {
+    let (unavailable, too_many) = state.0.injected();
+    axum::Json(json!({ "503": unavailable, "429": too_many }))
 }
 
 #[derive(Deserialize, Default)]

@@ -5,6 +5,7 @@ mod control;
 mod rest;
 mod sse;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -22,6 +23,8 @@ use crate::world::{ApiError, Followup, World};
 #[derive(Debug)]
 pub(crate) struct Shared {
     world: Mutex<World>,
+    /// REST calls failed on purpose with 503, and with 429.
+    injected: [AtomicU64; 2],
 }
 
 impl Shared {
@@ -29,7 +32,16 @@ impl Shared {
     pub(crate) fn new(world: World) -> Arc<Self> {
         Arc::new(Self {
             world: Mutex::new(world),
+            injected: [AtomicU64::new(0), AtomicU64::new(0)],
         })
+    }
+
+    /// How many REST calls failed on purpose: (503s, 429s).
+    pub(crate) fn injected(&self) -> (u64, u64) {
+        (
+            self.injected[0].load(Ordering::Relaxed),
+            self.injected[1].load(Ordering::Relaxed),
+        )
     }
 
     /// The world, locked. Never held across an `await`.
@@ -148,9 +160,11 @@ pub(crate) async fn chaos(shared: &Shared, conversation: Option<&str>) -> Result
         tokio::time::sleep(Duration::from_millis(faults.latency_ms)).await;
     }
     if faults.error_rate_5xx > 0.0 && fastrand::f64() < faults.error_rate_5xx {
+        shared.injected[0].fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(503, "Service unavailable (injected fault)."));
     }
     if faults.error_rate_429 > 0.0 && fastrand::f64() < faults.error_rate_429 {
+        shared.injected[1].fetch_add(1, Ordering::Relaxed);
         return Err(ApiError::new(429, "Too many requests (injected fault)."));
     }
     Ok(())

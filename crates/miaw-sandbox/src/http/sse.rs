@@ -15,7 +15,7 @@ use tokio::time::{Instant, sleep_until};
 
 use super::{Shared, State, bearer, now_ms};
 use crate::faults::Faults;
-use crate::world::{ApiError, Event};
+use crate::world::{ApiError, Delivery, Event};
 
 pub(super) fn routes() -> Router<Arc<Shared>> {
     Router::new().route("/eventrouter/v1/sse", get(subscribe))
@@ -135,18 +135,26 @@ impl Connection {
         }
     }
 
-    /// Sends `events` (skipping withheld ones) with the framing faults applied, and moves the
+    /// Sends `events` (skipping withheld ones, cutting garbled ones) with the framing faults applied, and moves the
     /// cursor past them.
     async fn send_events(&mut self, events: &[Event], faults: &Faults, sent: &mut u32) -> Next {
         let mut frames = Vec::new();
         for event in events {
             self.cursor = event.id;
-            if event.withheld {
-                continue;
-            }
+            let data = match event.delivery {
+                Delivery::Withheld => continue,
+                Delivery::Intact => event.data.as_str(),
+                Delivery::Garbled => {
+                    let mut cut = event.data.len() / 2;
+                    while !event.data.is_char_boundary(cut) {
+                        cut += 1;
+                    }
+                    &event.data[..cut]
+                }
+            };
             frames.push(format!(
                 "id: {}\nevent: {}\ndata: {}\n\n",
-                event.id, event.name, event.data
+                event.id, event.name, data
             ));
             *sent += 1;
             if faults.drop_after_events.is_some_and(|limit| *sent >= limit) {

@@ -1,0 +1,489 @@
+//! The Salesforce adapter's REST calls against the MIAW sandbox over real HTTP: every call's
+//! happy path and every error status, mapped into what the core does about it.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use handover_core::*;
+use miaw_sandbox::{IdentityKey, SandboxConfig};
+use reqwest::Method;
+use serde_json::{Value, json};
+use support::Miaw;
+
+fn id(purpose: &str) -> ClientEntryId {
+    ClientEntryId::derive(
+        ConversationId::from_random_bytes([9; 16]),
+        purpose,
+        &[&fastrand::u64(..).to_be_bytes()],
+    )
+}
+
+fn conversation() -> ConversationId {
+    ConversationId::from_random_bytes(fastrand::u128(..).to_le_bytes())
+}
+
+fn attributes() -> RoutingAttributes {
+    [("issueType", "Billing")].into_iter().collect()
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn a_guest_token_carries_its_expiry_and_subject() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let issued = miaw.client.mint_guest().await.unwrap();
+    let hours =
+        (issued.expires_at.as_unix_millis() / 1000).saturating_sub(now_secs()) as f64 / 3600.0;
+    assert!((5.9..=6.0).contains(&hours), "{hours}");
+    assert!(
+        matches!(&issued.subject, Subject::Anonymous(s) if s.starts_with("v2/iamessage/ANON/"))
+    );
+    assert_eq!(
+        issued.last_event_id.as_ref().map(EventId::as_str),
+        Some("0")
+    );
+    assert!(
+        !format!("{issued:?}").contains(issued.token.expose_secret()),
+        "the token never shows in Debug"
+    );
+}
+
+#[tokio::test]
+async fn the_silent_guest_fallback_of_the_verified_flow_is_detected() {
+    let secret = b"identity-secret";
+    let config = SandboxConfig {
+        identity_keys: vec![IdentityKey::Oct {
+            kid: None,
+            k: URL_SAFE_NO_PAD.encode(secret),
+        }],
+        ..SandboxConfig::default()
+    };
+    let miaw = Miaw::start(config).await;
+    let sign = |claims: Value| {
+        let input = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#),
+            URL_SAFE_NO_PAD.encode(claims.to_string())
+        );
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, secret);
+        format!(
+            "{input}.{}",
+            URL_SAFE_NO_PAD.encode(ring::hmac::sign(&key, input.as_bytes()).as_ref())
+        )
+    };
+    let good = IdentityToken::new(sign(
+        json!({ "sub": "customer-7", "exp": now_secs() + 300 }),
+    ));
+    let issued = miaw.client.mint_verified(&good).await.unwrap();
+    assert_eq!(
+        issued.subject,
+        Subject::Verified("v2/iamessage/AUTH/SandboxKeyset/uid:customer-7".to_owned())
+    );
+    let expired = IdentityToken::new(sign(json!({ "sub": "customer-7", "exp": now_secs() - 10 })));
+    let issued = miaw.client.mint_verified(&expired).await.unwrap();
+    assert!(
+        matches!(issued.subject, Subject::Anonymous(_)),
+        "a 200 with a guest token is the fallback"
+    );
+    // Revoking works for the verified token only.
+    let verified = miaw.client.mint_verified(&good).await.unwrap();
+    miaw.client.revoke(&verified.token).await.unwrap();
+    assert_eq!(
+        CallFailure::from(miaw.client.continuation(&verified.token).await.unwrap_err()),
+        CallFailure::Unauthorized
+    );
+}
+
+#[tokio::test]
+async fn a_continuation_token_keeps_the_expiry() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let issued = miaw.client.mint_guest().await.unwrap();
+    let continued = miaw.client.continuation(&issued.token).await.unwrap();
+    assert_ne!(continued.token, issued.token);
+    assert_eq!(continued.expires_at, issued.expires_at);
+}
+
+#[tokio::test]
+async fn conversations_messages_and_their_error_statuses() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let token = miaw.client.mint_guest().await.unwrap().token;
+    let conversation = conversation();
+    miaw.client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap();
+    let details = miaw.conversation(conversation).await;
+    assert_eq!(
+        details["routingAttributes"],
+        json!({ "issueType": "Billing" })
+    );
+    let again = miaw
+        .client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap_err();
+    assert_eq!(CallFailure::from(again), CallFailure::Conflict);
+    assert_eq!(
+        miaw.client
+            .routing_status(&token, conversation)
+            .await
+            .unwrap(),
+        RoutingStatus::Initial
+    );
+
+    let message = id("m");
+    miaw.client
+        .send_text(&token, conversation, message, "hello", None)
+        .await
+        .unwrap();
+    let repeat = miaw
+        .client
+        .send_text(&token, conversation, message, "hello", None)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        CallFailure::from(repeat),
+        CallFailure::Conflict,
+        "a retry of an accepted message is a 409"
+    );
+    assert_eq!(miaw.user_texts(conversation).await, ["hello"]);
+
+    // No messaging session: 417, then a resend as a new session is accepted.
+    miaw.act(conversation, "accept", json!({})).await;
+    miaw.act(conversation, "end", json!({})).await;
+    let refused = miaw
+        .client
+        .send_text(&token, conversation, id("m2"), "still there?", None)
+        .await
+        .unwrap_err();
+    assert_eq!(CallFailure::from(refused), CallFailure::NoMessagingSession);
+    miaw.client
+        .send_text(
+            &token,
+            conversation,
+            id("m2"),
+            "still there?",
+            Some(&attributes()),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        miaw.conversation(conversation).await["sessionStatus"],
+        "Waiting"
+    );
+
+    // 404 for a conversation that does not exist; a 400 keeps Salesforce's message.
+    let missing = miaw
+        .client
+        .send_text(&token, self::conversation(), id("m3"), "x", None)
+        .await
+        .unwrap_err();
+    assert_eq!(CallFailure::from(missing), CallFailure::NotFound);
+    let wrong = handover_salesforce::MiawClient::new(handover_salesforce::MiawConfig::new(
+        miaw.sandbox.url(),
+        "00D5e000000SBOX",
+        "Nope",
+    ))
+    .unwrap();
+    let error = CallFailure::from(wrong.mint_guest().await.unwrap_err());
+    assert!(
+        matches!(&error, CallFailure::Rejected { status: 400, message } if message.starts_with("Invalid deployment")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn the_22nd_message_of_a_minute_is_the_last_and_429_is_retryable() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let token = miaw.client.mint_guest().await.unwrap().token;
+    let conversation = conversation();
+    miaw.client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap();
+    for i in 0..22 {
+        miaw.client
+            .send_text(&token, conversation, id("burst"), &format!("m{i}"), None)
+            .await
+            .unwrap();
+    }
+    let failure = CallFailure::from(
+        miaw.client
+            .send_text(&token, conversation, id("burst"), "m22", None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(failure, CallFailure::RateLimited);
+    assert!(failure.is_retryable());
+}
+
+#[tokio::test]
+async fn an_expired_token_is_401_on_rest_and_on_the_stream() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let issued = miaw.client.mint_guest().await.unwrap();
+    miaw.control(Method::POST, "tokens/expire", json!({})).await;
+    let failure = CallFailure::from(miaw.client.continuation(&issued.token).await.unwrap_err());
+    assert_eq!(failure, CallFailure::Unauthorized);
+    let failure = CallFailure::from(miaw.client.connect(&issued.token, None).await.unwrap_err());
+    assert_eq!(failure, CallFailure::Unauthorized);
+}
+
+async fn host(
+    miaw: &Miaw,
+    conversation: ConversationId,
+    name: &str,
+    mime: &str,
+    bytes: Vec<u8>,
+) -> String {
+    let content = base64::engine::general_purpose::STANDARD.encode(bytes);
+    let body = json!({ "attachments": [{ "name": name, "mimeType": mime, "content": content }] });
+    let entry = miaw.act(conversation, "messages", body).await;
+    let details = miaw.conversation(conversation).await;
+    let hosted = details["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["identifier"] == entry["identifier"])
+        .unwrap()
+        .clone();
+    hosted["entryPayload"]["abstractMessage"]["staticContent"]["attachments"][0]["url"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn files_are_uploaded_and_oversize_or_refused_ones_fail_before_or_at_upload() {
+    let config = SandboxConfig {
+        max_file_bytes: 5 * 1024 * 1024,
+        ..SandboxConfig::default()
+    };
+    let miaw = Miaw::start_with(config, |c| c.max_file_bytes = 1000).await;
+    let token = miaw.client.mint_guest().await.unwrap().token;
+    let conversation = conversation();
+    miaw.client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap();
+    miaw.act(conversation, "accept", json!({})).await;
+    // Files the user "sent", hosted by the sandbox's file server.
+    let small = FileRef {
+        url: host(
+            &miaw,
+            conversation,
+            "receipt.pdf",
+            "application/pdf",
+            vec![b'%'; 100],
+        )
+        .await,
+        name: "receipt.pdf".to_owned(),
+        mime_type: Some("application/pdf".to_owned()),
+        size: None,
+    };
+    miaw.client
+        .send_file(&token, conversation, id("f"), &small, None)
+        .await
+        .unwrap();
+    assert_eq!(miaw.user_texts(conversation).await, ["file:receipt.pdf"]);
+
+    let declared = FileRef {
+        size: Some(2000),
+        ..small.clone()
+    };
+    let failure = CallFailure::from(
+        miaw.client
+            .send_file(&token, conversation, id("f"), &declared, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        failure,
+        CallFailure::PayloadTooLarge,
+        "checked before any upload"
+    );
+    let big = FileRef {
+        url: host(
+            &miaw,
+            conversation,
+            "big.pdf",
+            "application/pdf",
+            vec![0; 4000],
+        )
+        .await,
+        size: None,
+        ..small.clone()
+    };
+    let failure = CallFailure::from(
+        miaw.client
+            .send_file(&token, conversation, id("f"), &big, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(
+        failure,
+        CallFailure::PayloadTooLarge,
+        "found while downloading"
+    );
+    let exe = FileRef {
+        url: host(
+            &miaw,
+            conversation,
+            "tool.exe",
+            "application/x-msdownload",
+            b"MZ".to_vec(),
+        )
+        .await,
+        name: "tool.exe".to_owned(),
+        mime_type: Some("application/x-msdownload".to_owned()),
+        size: None,
+    };
+    let failure = CallFailure::from(
+        miaw.client
+            .send_file(&token, conversation, id("f"), &exe, None)
+            .await
+            .unwrap_err(),
+    );
+    assert_eq!(failure, CallFailure::UnsupportedMediaType);
+    let gone = FileRef {
+        url: format!("{}/files/nope", miaw.sandbox.url()),
+        ..small
+    };
+    let failure = CallFailure::from(
+        miaw.client
+            .send_file(&token, conversation, id("f"), &gone, None)
+            .await
+            .unwrap_err(),
+    );
+    assert!(
+        matches!(failure, CallFailure::Rejected { .. }),
+        "{failure:?}"
+    );
+    assert_eq!(
+        miaw.user_texts(conversation).await,
+        ["file:receipt.pdf"],
+        "nothing else was uploaded"
+    );
+}
+
+#[tokio::test]
+async fn typing_receipts_listings_close_and_end_of_session() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let token = miaw.client.mint_guest().await.unwrap().token;
+    let conversation = conversation();
+    miaw.client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap();
+    miaw.act(conversation, "accept", json!({ "agent": "Jane" }))
+        .await;
+    let agent = miaw
+        .act(conversation, "messages", json!({ "text": "Hi" }))
+        .await;
+    let agent_entry = EntryId::new(agent["identifier"].as_str().unwrap()).unwrap();
+    miaw.client
+        .typing(&token, conversation, id("t"), true)
+        .await
+        .unwrap();
+    let receipt = Acknowledgement {
+        id: id("a"),
+        entry: agent_entry.clone(),
+        kind: AcknowledgementKind::Delivered,
+    };
+    miaw.client
+        .acknowledge(&token, conversation, &[receipt])
+        .await
+        .unwrap();
+
+    let entries = miaw
+        .client
+        .list_entries(&token, conversation, None, 50)
+        .await
+        .unwrap();
+    let times: Vec<_> = entries.iter().map(|e| e.server_time.unwrap()).collect();
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "oldest first");
+    let kinds: Vec<String> = entries
+        .iter()
+        .map(|e| format!("{:?}", std::mem::discriminant(&e.payload)))
+        .collect();
+    assert_eq!(entries.len(), 7, "{kinds:?}");
+    assert_eq!(
+        entries[4].payload,
+        EntryPayload::Message(MessageContent::Text("Hi".to_owned()))
+    );
+    assert_eq!(entries[4].identifier, agent_entry);
+    assert_eq!(entries[5].payload, EntryPayload::TypingStarted);
+    assert_eq!(
+        entries[6].payload,
+        EntryPayload::DeliveryAcknowledged {
+            acknowledged: Some(agent_entry)
+        }
+    );
+    // Paging back: the newest two at or before the third.
+    let page = miaw
+        .client
+        .list_entries(&token, conversation, entries[2].server_time, 2)
+        .await
+        .unwrap();
+    assert_eq!(page, entries[1..3]);
+    assert_eq!(miaw.client.decode_failures(), 0);
+
+    miaw.client.end_session(&token, conversation).await.unwrap();
+    assert_eq!(
+        miaw.conversation(conversation).await["sessionStatus"],
+        "Ended"
+    );
+    miaw.client
+        .close_conversation(&token, conversation)
+        .await
+        .unwrap();
+    assert_eq!(miaw.conversation(conversation).await["closed"], true);
+}
+
+#[tokio::test]
+async fn slow_or_unavailable_salesforce_is_a_transient_failure_that_names_no_token() {
+    let miaw = Miaw::start_with(SandboxConfig::default(), |c| {
+        c.request_timeout = std::time::Duration::from_millis(300);
+    })
+    .await;
+    let token = miaw.client.mint_guest().await.unwrap().token;
+    let conversation = conversation();
+    miaw.faults(json!({ "latency_ms": 1000 })).await;
+    let error = miaw
+        .client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap_err();
+    let rendered = format!("{error} {error:?}");
+    let failure = CallFailure::from(error);
+    assert!(matches!(failure, CallFailure::Transient(_)), "{failure:?}");
+    assert!(!rendered.contains(token.expose_secret()), "{rendered}");
+
+    miaw.faults(json!({ "error_rate_5xx": 1.0 })).await;
+    let error = miaw
+        .client
+        .create_conversation(&token, conversation, &attributes())
+        .await
+        .unwrap_err();
+    let rendered = format!("{error} {error:?}");
+    let failure = CallFailure::from(error);
+    assert!(
+        matches!(&failure, CallFailure::Transient(m) if m.contains("503")),
+        "{failure:?}"
+    );
+    assert!(failure.is_retryable());
+    assert!(!rendered.contains(token.expose_secret()), "{rendered}");
+    let injected = miaw
+        .control(Method::GET, "faults/injected", Value::Null)
+        .await;
+    assert_eq!(injected["503"], 1);
+}

@@ -1,0 +1,133 @@
+//! Shared helpers of the workspace-level integration tests: a sandbox with a MIAW client
+//! pointed at it, and a small driver that runs a core `Session` through the real adapter.
+
+#![allow(
+    dead_code,
+    unreachable_pub,
+    clippy::unwrap_used,
+    clippy::wildcard_enum_match_arm
+)]
+
+pub mod driver;
+
+use std::future::Future;
+use std::time::Duration;
+
+use handover_salesforce::{MiawClient, MiawConfig};
+use miaw_sandbox::{DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, Sandbox, SandboxConfig};
+use serde_json::Value;
+
+pub struct Miaw {
+    pub sandbox: Sandbox,
+    pub client: MiawClient,
+    pub http: reqwest::Client,
+}
+
+impl Miaw {
+    pub async fn start(config: SandboxConfig) -> Self {
+        Self::start_with(config, |_| {}).await
+    }
+
+    pub async fn start_with(config: SandboxConfig, adjust: impl FnOnce(&mut MiawConfig)) -> Self {
+        let sandbox = Sandbox::start("127.0.0.1:0".parse().unwrap(), config, None)
+            .await
+            .unwrap();
+        let mut miaw = MiawConfig::new(sandbox.url(), DEFAULT_ORG_ID, DEFAULT_DEVELOPER_NAME);
+        miaw.request_timeout = Duration::from_secs(5);
+        adjust(&mut miaw);
+        let client = MiawClient::new(miaw).unwrap();
+        Self {
+            sandbox,
+            client,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// Calls the sandbox's control API and checks it succeeded.
+    pub async fn control(&self, method: reqwest::Method, path: &str, body: Value) -> Value {
+        let response = self
+            .http
+            .request(method, format!("{}/control/{path}", self.sandbox.url()))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        let text = response.text().await.unwrap();
+        assert!(status.is_success(), "control {path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::Null)
+    }
+
+    pub async fn act(
+        &self,
+        conversation: impl std::fmt::Display,
+        action: &str,
+        body: Value,
+    ) -> Value {
+        self.control(
+            reqwest::Method::POST,
+            &format!("conversations/{conversation}/{action}"),
+            body,
+        )
+        .await
+    }
+
+    pub async fn faults(&self, body: Value) {
+        self.control(reqwest::Method::PUT, "faults", body).await;
+    }
+
+    pub async fn conversation(&self, conversation: impl std::fmt::Display) -> Value {
+        let response = self
+            .http
+            .get(format!(
+                "{}/control/conversations/{conversation}",
+                self.sandbox.url()
+            ))
+            .send()
+            .await
+            .unwrap();
+        response.json().await.unwrap()
+    }
+
+    /// The texts of the user messages the agent received, in order.
+    pub async fn user_texts(&self, conversation: impl std::fmt::Display) -> Vec<String> {
+        let details = self.conversation(conversation).await;
+        details["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["entryType"] == "Message" && e["sender"]["role"] == "EndUser")
+            .map(|e| {
+                let content = &e["entryPayload"]["abstractMessage"]["staticContent"];
+                content["text"].as_str().map_or_else(
+                    || {
+                        format!(
+                            "file:{}",
+                            content["attachments"][0]["name"].as_str().unwrap_or("?")
+                        )
+                    },
+                    str::to_owned,
+                )
+            })
+            .collect()
+    }
+}
+
+/// Waits until `condition` holds, checking every 20 ms, for at most `limit`.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting until {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
