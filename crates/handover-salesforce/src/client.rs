@@ -1,6 +1,7 @@
 //! The REST client: one method per MIAW call the bridge makes, and the core's
 //! `SalesforcePort` on top of them.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -16,12 +17,14 @@ use handover_core::{
     SalesforceResponse, Subject, Timestamp,
 };
 use reqwest::{Method, RequestBuilder, StatusCode};
-use serde_json::{Map, Value, json};
+use serde::de::DeserializeOwned;
+use serde_json::Value;
 
 use crate::config::{MiawConfig, MiawConfigError};
 use crate::decode;
 use crate::error::SalesforceError;
 use crate::stream::SseConnection;
+use crate::wire;
 
 const API: &str = "/iamessage/api/v2";
 
@@ -122,24 +125,35 @@ impl MiawClient {
         Err(SalesforceError::Status { status, message })
     }
 
-    async fn send_json(request: RequestBuilder) -> Result<Value, SalesforceError> {
+    /// Sends `request` and reads the answer as `T`; a body of another shape is a decode
+    /// error naming the field at fault.
+    async fn send_json<T: DeserializeOwned>(
+        request: RequestBuilder,
+        what: &str,
+    ) -> Result<T, SalesforceError> {
         let response = Self::send(request).await?;
-        response.json().await.map_err(|error| {
-            SalesforceError::Decode(format!("the body is not JSON: {}", error.without_url()))
-        })
+        let body = response.bytes().await.map_err(SalesforceError::transport)?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|_| SalesforceError::Decode(format!("{what}: the body is not JSON")))?;
+        decode::shape(value, what).map_err(|error| SalesforceError::Decode(error.0))
     }
 
     // ---- tokens -----------------------------------------------------------------------------
 
-    fn token_body(&self) -> Value {
+    fn token_body<'a>(&'a self, identity: Option<&'a IdentityToken>) -> wire::TokenRequest<'a> {
         let config = &self.inner.config;
-        json!({
-            "orgId": config.org_id,
-            "esDeveloperName": config.developer_name,
-            "capabilitiesVersion": "1",
-            "platform": "Web",
-            "context": { "appName": config.app_name, "clientVersion": config.client_version },
-        })
+        wire::TokenRequest {
+            org_id: &config.org_id,
+            es_developer_name: &config.developer_name,
+            capabilities_version: "1",
+            platform: "Web",
+            context: wire::TokenContext {
+                app_name: &config.app_name,
+                client_version: &config.client_version,
+            },
+            authorization_type: identity.map(|_| "JWT"),
+            customer_identity_token: identity.map(IdentityToken::expose_secret),
+        }
     }
 
     /// An access token for a guest.
@@ -150,8 +164,8 @@ impl MiawClient {
                 &format!("{API}/authorization/unauthenticated/access-token"),
                 None,
             )
-            .json(&self.token_body());
-        issued_token(&Self::send_json(request).await?)
+            .json(&self.token_body(None));
+        issued_token(Self::send_json(request, "the token response").await?)
     }
 
     /// An access token for a verified user. If Salesforce does not accept the identity token
@@ -161,17 +175,14 @@ impl MiawClient {
         &self,
         identity: &IdentityToken,
     ) -> Result<IssuedToken, SalesforceError> {
-        let mut body = self.token_body();
-        body["authorizationType"] = json!("JWT");
-        body["customerIdentityToken"] = json!(identity.expose_secret());
         let request = self
             .request(
                 Method::POST,
                 &format!("{API}/authorization/authenticated/access-token"),
                 None,
             )
-            .json(&body);
-        issued_token(&Self::send_json(request).await?)
+            .json(&self.token_body(Some(identity)));
+        issued_token(Self::send_json(request, "the token response").await?)
     }
 
     /// A continuation token: the same subject, the same expiry.
@@ -181,7 +192,7 @@ impl MiawClient {
             &format!("{API}/authorization/continuation-access-token"),
             Some(token),
         );
-        issued_token(&Self::send_json(request).await?)
+        issued_token(Self::send_json(request, "the token response").await?)
     }
 
     /// Revokes a verified user's token.
@@ -203,11 +214,11 @@ impl MiawClient {
         conversation: ConversationId,
         attributes: &RoutingAttributes,
     ) -> Result<(), SalesforceError> {
-        let body = json!({
-            "conversationId": conversation.to_string(),
-            "esDeveloperName": self.inner.config.developer_name,
-            "routingAttributes": attributes_json(attributes),
-        });
+        let body = wire::CreateConversation {
+            conversation_id: conversation.to_string(),
+            es_developer_name: &self.inner.config.developer_name,
+            routing_attributes: attributes_map(attributes),
+        };
         let request = self
             .request(Method::POST, &format!("{API}/conversation"), Some(token))
             .json(&body);
@@ -225,18 +236,13 @@ impl MiawClient {
             &format!("{API}/conversation/{conversation}"),
             Some(token),
         );
-        let body = Self::send_json(request).await?;
-        Ok(match body.get("routingStatus").and_then(Value::as_str) {
-            Some("ROUTED") => RoutingStatus::Routed,
-            Some("NEEDS_ROUTING") => RoutingStatus::NeedsRouting,
-            Some("INITIAL") => RoutingStatus::Initial,
-            Some("TRANSFER") => RoutingStatus::Transfer,
-            Some(other) => RoutingStatus::Other(other.chars().take(50).collect()),
-            None => {
-                return Err(SalesforceError::Decode(
-                    "routingStatus is missing".to_owned(),
-                ));
-            }
+        let body: wire::ConversationStatus = Self::send_json(request, "the conversation").await?;
+        Ok(match body.routing_status.as_str() {
+            "ROUTED" => RoutingStatus::Routed,
+            "NEEDS_ROUTING" => RoutingStatus::NeedsRouting,
+            "INITIAL" => RoutingStatus::Initial,
+            "TRANSFER" => RoutingStatus::Transfer,
+            other => RoutingStatus::Other(other.chars().take(50).collect()),
         })
     }
 
@@ -299,11 +305,8 @@ impl MiawClient {
                 Some(token),
             )
             .query(&query);
-        let body = Self::send_json(request).await?;
-        let listed = body
-            .get("conversationEntries")
-            .and_then(Value::as_array)
-            .ok_or_else(|| SalesforceError::Decode("conversationEntries is missing".to_owned()))?;
+        let listing: wire::EntryListing = Self::send_json(request, "the entries").await?;
+        let listed = listing.conversation_entries;
         let conversation_text = conversation.to_string();
         let mut entries = Vec::with_capacity(listed.len());
         for entry in listed.iter().rev() {
@@ -330,18 +333,18 @@ impl MiawClient {
         text: &str,
         new_session: Option<&RoutingAttributes>,
     ) -> Result<(), SalesforceError> {
-        let mut body = json!({
-            "message": {
-                "id": id.to_string(),
-                "messageType": "StaticContentMessage",
-                "staticContent": { "formatType": "Text", "text": text },
+        let body = wire::SendMessage {
+            message: wire::TextMessage {
+                id: id.to_string(),
+                message_type: "StaticContentMessage",
+                static_content: wire::TextContent {
+                    format_type: "Text",
+                    text,
+                },
             },
-            "esDeveloperName": self.inner.config.developer_name,
-        });
-        if let Some(attributes) = new_session {
-            body["isNewMessagingSession"] = json!(true);
-            body["routingAttributes"] = attributes_json(attributes);
-        }
+            es_developer_name: &self.inner.config.developer_name,
+            new_session: new_session.map(new_session_fields),
+        };
         let request = self
             .request(
                 Method::POST,
@@ -371,19 +374,22 @@ impl MiawClient {
             return Err(too_large());
         }
         let bytes = self.download(file, max).await?.ok_or_else(too_large)?;
-        let mut entry = json!({
-            "esDeveloperName": self.inner.config.developer_name,
-            "message": { "id": id.to_string(), "fileId": id.to_string() },
-        });
-        if let Some(attributes) = new_session {
-            entry["isNewMessagingSession"] = json!(true);
-            entry["routingAttributes"] = attributes_json(attributes);
-        }
+        let entry = wire::FileEntry {
+            es_developer_name: &self.inner.config.developer_name,
+            message: wire::FileMessage {
+                id: id.to_string(),
+                file_id: id.to_string(),
+            },
+            new_session: new_session.map(new_session_fields),
+        };
+        let entry = serde_json::to_string(&entry).map_err(|_| {
+            SalesforceError::Request("the file entry could not be written".to_owned())
+        })?;
         let mime = file
             .mime_type
             .clone()
             .unwrap_or_else(|| "application/octet-stream".to_owned());
-        let entry_part = reqwest::multipart::Part::text(entry.to_string())
+        let entry_part = reqwest::multipart::Part::text(entry)
             .mime_str("application/json")
             .map_err(|e| SalesforceError::Request(e.to_string()))?;
         let file_part = reqwest::multipart::Part::bytes(bytes)
@@ -458,7 +464,10 @@ impl MiawClient {
                 &format!("{API}/conversation/{conversation}/entry"),
                 Some(token),
             )
-            .json(&json!({ "entryType": entry_type, "id": id.to_string() }));
+            .json(&wire::Indicator {
+                entry_type,
+                id: id.to_string(),
+            });
         Self::send(request).await.map(drop)
     }
 
@@ -469,14 +478,15 @@ impl MiawClient {
         conversation: ConversationId,
         receipts: &[Receipt],
     ) -> Result<(), SalesforceError> {
-        let acks: Vec<Value> = receipts
+        let acks = receipts
             .iter()
-            .map(|receipt| {
-                let kind = match receipt.kind {
+            .map(|receipt| wire::Ack {
+                id: receipt.id.to_string(),
+                entry_type: match receipt.kind {
                     AcknowledgementKind::Delivered => "Delivery",
                     AcknowledgementKind::Read => "Read",
-                };
-                json!({ "id": receipt.id.to_string(), "entryType": kind, "conversationEntryId": receipt.entry.as_str() })
+                },
+                conversation_entry_id: receipt.entry.as_str().to_owned(),
             })
             .collect();
         let request = self
@@ -485,7 +495,7 @@ impl MiawClient {
                 &format!("{API}/conversation/{conversation}/acknowledge-entries"),
                 Some(token),
             )
-            .json(&json!({ "acks": acks }));
+            .json(&wire::Acknowledgements { acks });
         Self::send(request).await.map(drop)
     }
 
@@ -520,51 +530,48 @@ impl MiawClient {
     }
 }
 
-fn attributes_json(attributes: &RoutingAttributes) -> Value {
-    Value::Object(
-        attributes
-            .iter()
-            .map(|(k, v)| (k.to_owned(), Value::String(v.to_owned())))
-            .collect::<Map<_, _>>(),
-    )
+fn attributes_map(attributes: &RoutingAttributes) -> BTreeMap<&str, &str> {
+    attributes.iter().collect()
+}
+
+fn new_session_fields(attributes: &RoutingAttributes) -> wire::NewSession<'_> {
+    wire::NewSession {
+        is_new_messaging_session: true,
+        routing_attributes: attributes_map(attributes),
+    }
 }
 
 /// A token response into the core's `IssuedToken`: the expiry from the JWT's `exp`, the
 /// subject from `context.endUser.subject` (or the JWT's `sub`).
-fn issued_token(body: &Value) -> Result<IssuedToken, SalesforceError> {
-    let token = body
-        .get("accessToken")
-        .and_then(Value::as_str)
-        .ok_or_else(|| SalesforceError::Decode("accessToken is missing".to_owned()))?;
-    let claims = token
+fn issued_token(body: wire::TokenResponse) -> Result<IssuedToken, SalesforceError> {
+    let claims = body
+        .access_token
         .split('.')
         .nth(1)
         .and_then(|payload| URL_SAFE_NO_PAD.decode(payload.trim_end_matches('=')).ok())
-        .and_then(|payload| serde_json::from_slice::<Value>(&payload).ok())
         .ok_or_else(|| SalesforceError::Decode("accessToken is not a JWT".to_owned()))?;
-    let exp = claims
-        .get("exp")
-        .and_then(Value::as_u64)
-        .ok_or_else(|| SalesforceError::Decode("the access token has no exp claim".to_owned()))?;
+    let claims: wire::TokenClaims = serde_json::from_slice(&claims).map_err(|_| {
+        SalesforceError::Decode("the access token's claims have no numeric exp".to_owned())
+    })?;
     let subject = body
-        .pointer("/context/endUser/subject")
-        .and_then(Value::as_str)
-        .or_else(|| claims.get("sub").and_then(Value::as_str))
-        .unwrap_or_default()
-        .to_owned();
+        .context
+        .and_then(|context| context.end_user)
+        .and_then(|user| user.subject)
+        .or(claims.sub)
+        .unwrap_or_default();
     let subject = if subject.contains("/AUTH/") {
         Subject::Verified(subject)
     } else {
         Subject::Anonymous(subject)
     };
-    let last_event_id = match body.get("lastEventId") {
-        Some(Value::String(id)) => EventId::new(id.as_str()).ok(),
-        Some(Value::Number(id)) => EventId::new(id.to_string()).ok(),
-        _ => None,
+    let last_event_id = match body.last_event_id {
+        Some(wire::EventIdValue::Text(id)) => EventId::new(id).ok(),
+        Some(wire::EventIdValue::Number(id)) => EventId::new(id.to_string()).ok(),
+        None => None,
     };
     Ok(IssuedToken {
-        token: AccessToken::new(token),
-        expires_at: Timestamp::from_unix_secs(exp),
+        token: AccessToken::new(body.access_token),
+        expires_at: Timestamp::from_unix_secs(claims.exp),
         subject,
         last_event_id,
     })

@@ -1,7 +1,7 @@
-//! Salesforce's JSON into the core's types. Everything here is untrusted input: a decode
-//! never panics, unknown event names and entry types become `Unknown` variants, and anything
-//! malformed is an error that names what was wrong (never the raw data, which may hold
-//! personal data).
+//! Salesforce's JSON into the core's types, through the serde shapes of [`crate::wire`].
+//! Everything here is untrusted input: a decode never panics, unknown event names and entry
+//! types become `Unknown` variants, and anything malformed is an error that names the field
+//! that was wrong (never the data, which may hold personal data).
 
 use std::time::Duration;
 
@@ -10,7 +10,10 @@ use handover_core::{
     EntryPayload, EventId, MessageContent, ParticipantChange, ParticipantOperation, Role,
     RoutingFailure, RoutingResult, RoutingType, Sender, SessionStatus, StreamEvent, Timestamp,
 };
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+
+use crate::wire;
 
 /// What was wrong with an event or entry.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -19,6 +22,36 @@ pub struct DecodeError(pub String);
 
 fn fail<T>(what: impl Into<String>) -> Result<T, DecodeError> {
     Err(DecodeError(what.into()))
+}
+
+/// Why serde refused, without the offending value: its messages quote the data ("invalid
+/// type: string \"…\""), which may be a customer's words.
+fn reason(error: &serde_json::Error) -> &'static str {
+    use serde_json::error::Category;
+    match error.classify() {
+        Category::Syntax | Category::Eof | Category::Io => "is not valid JSON",
+        Category::Data if error.to_string().starts_with("missing field") => "is missing",
+        Category::Data => "has the wrong type or value",
+    }
+}
+
+/// Deserializes `value` into a wire type; an error names the path of the field at fault.
+pub(crate) fn shape<T: DeserializeOwned>(value: Value, what: &str) -> Result<T, DecodeError> {
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        let missing = inner
+            .to_string()
+            .strip_prefix("missing field `")
+            .and_then(|rest| rest.split('`').next())
+            .map(str::to_owned);
+        DecodeError(match (path.as_str(), missing) {
+            (".", Some(field)) => format!("{what}: {field} is missing"),
+            (".", None) => format!("{what} {}", reason(&inner)),
+            (path, Some(field)) => format!("{what}: {path}.{field} is missing"),
+            (path, None) => format!("{what}: {path} {}", reason(&inner)),
+        })
+    })
 }
 
 /// The SSE event names whose data is a conversation entry. Anything else (except `ping`) is an
@@ -62,67 +95,55 @@ pub fn decode_stream_event(name: &str, id: &str, data: &str) -> StreamEvent {
 /// The `data` of an SSE event: the envelope around a conversation entry whose `entryPayload`
 /// is a JSON string.
 pub fn decode_envelope(data: &str) -> Result<ConversationEntry, DecodeError> {
-    let envelope: Value = serde_json::from_str(data).or_else(|_| fail("data is not JSON"))?;
-    let conversation = envelope
-        .get("conversationId")
-        .and_then(Value::as_str)
-        .map_or_else(|| fail("conversationId is missing"), Ok)?;
-    let entry = envelope
-        .get("conversationEntry")
-        .map_or_else(|| fail("conversationEntry is missing"), Ok)?;
-    decode_entry(entry, conversation)
+    let value: Value = serde_json::from_str(data).or_else(|_| fail("data is not JSON"))?;
+    let envelope: wire::Envelope = shape(value, "the envelope")?;
+    entry(envelope.conversation_entry, &envelope.conversation_id)
 }
 
-/// One conversation entry, from the stream (payload as a string) or the entries list
-/// (payload as an object).
+/// One conversation entry of a listing (payload as an object, or a string).
 pub fn decode_entry(entry: &Value, conversation: &str) -> Result<ConversationEntry, DecodeError> {
+    self::entry(shape(entry.clone(), "the entry")?, conversation)
+}
+
+fn entry(entry: wire::Entry, conversation: &str) -> Result<ConversationEntry, DecodeError> {
     let conversation_id = ConversationId::parse(&conversation.to_ascii_lowercase())
         .or_else(|_| fail("conversationId is not a UUID v4"))?;
-    let identifier = entry
-        .get("identifier")
-        .and_then(Value::as_str)
-        .and_then(|id| EntryId::new(id).ok())
-        .map_or_else(|| fail("identifier is missing or empty"), Ok)?;
-    let payload = match entry.get("entryPayload") {
-        Some(Value::String(text)) => {
-            serde_json::from_str(text).or_else(|_| fail("entryPayload is not JSON"))?
+    let identifier = EntryId::new(entry.identifier.as_str())
+        .or_else(|_| fail("identifier is empty or too long"))?;
+    let payload = match entry.entry_payload {
+        Value::String(text) => {
+            serde_json::from_str(&text).or_else(|_| fail("entryPayload is not JSON"))?
         }
-        Some(object @ Value::Object(_)) => object.clone(),
-        Some(_) => return fail("entryPayload is neither a JSON string nor an object"),
-        None => return fail("entryPayload is missing"),
+        object @ Value::Object(_) => object,
+        Value::Null | Value::Bool(_) | Value::Number(_) | Value::Array(_) => {
+            return fail("entryPayload is neither a JSON string nor an object");
+        }
     };
-    let entry_type = payload
-        .get("entryType")
-        .or_else(|| entry.get("entryType"))
-        .and_then(Value::as_str)
-        .map_or_else(|| fail("entryType is missing"), Ok)?;
-    let sender = entry.get("sender");
-    let sender = Sender {
-        role: role(
-            sender
-                .and_then(|s| s.get("role"))
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        ),
-        display_name: text(entry, "senderDisplayName"),
-        subject: sender.and_then(|s| text(s, "subject")),
+    let declared: wire::PayloadType = shape(payload.clone(), "entryPayload")?;
+    let Some(entry_type) = declared.entry_type.or(entry.entry_type) else {
+        return fail("entryType is missing");
     };
-    let server_time = entry
-        .get("transcriptedTimestamp")
-        .and_then(Value::as_u64)
-        .map(Timestamp::from_unix_millis);
-    let payload = decode_payload(entry_type, &payload, entry)?;
+    let sender = entry.sender.unwrap_or(wire::EntrySender {
+        role: None,
+        subject: None,
+    });
+    let first_related = entry
+        .related_records
+        .and_then(|records| records.into_iter().next())
+        .and_then(|record| record.as_str().map(str::to_owned));
     Ok(ConversationEntry {
         conversation_id,
         identifier,
-        sender,
-        server_time,
-        payload,
+        sender: Sender {
+            role: role(sender.role.as_deref().unwrap_or("")),
+            display_name: entry.sender_display_name,
+            subject: sender.subject,
+        },
+        server_time: entry
+            .transcripted_timestamp
+            .map(Timestamp::from_unix_millis),
+        payload: decode_payload(&entry_type, payload, first_related)?,
     })
-}
-
-fn text(value: &Value, key: &str) -> Option<String> {
-    value.get(key).and_then(Value::as_str).map(str::to_owned)
 }
 
 fn role(role: &str) -> Role {
@@ -139,70 +160,66 @@ fn role(role: &str) -> Role {
 
 fn decode_payload(
     entry_type: &str,
-    payload: &Value,
-    entry: &Value,
+    payload: Value,
+    first_related: Option<String>,
 ) -> Result<EntryPayload, DecodeError> {
+    let acknowledged = |payload: Value, what: &str| -> Result<Option<EntryId>, DecodeError> {
+        let ack: wire::AcknowledgementPayload = shape(payload, what)?;
+        Ok(ack
+            .acknowledged_conversation_entry_identifier
+            .or(first_related)
+            .and_then(|id| EntryId::new(id).ok()))
+    };
     Ok(match entry_type {
-        "Message" => EntryPayload::Message(message(payload)?),
+        "Message" => EntryPayload::Message(message(shape(payload, "Message")?)?),
         "ParticipantChanged" => {
-            let changes = payload
-                .get("entries")
-                .and_then(Value::as_array)
-                .map_or_else(|| fail("ParticipantChanged has no entries"), Ok)?;
+            let changed: wire::ParticipantChangedPayload = shape(payload, "ParticipantChanged")?;
             EntryPayload::ParticipantChanged(
-                changes
-                    .iter()
+                changed
+                    .entries
+                    .into_iter()
                     .map(participant_change)
-                    .collect::<Result<_, _>>()?,
+                    .collect(),
             )
         }
-        "RoutingResult" => EntryPayload::RoutingResult(routing_result(payload)?),
-        "SessionStatusChanged" => EntryPayload::SessionStatusChanged {
-            status: session_status(
-                payload
-                    .get("sessionStatus")
-                    .and_then(Value::as_str)
-                    .unwrap_or(""),
-            )?,
-            ended_by: payload
-                .get("sessionEndedByRole")
-                .and_then(Value::as_str)
-                .map(role),
-        },
+        "RoutingResult" => {
+            EntryPayload::RoutingResult(routing_result(shape(payload, "RoutingResult")?)?)
+        }
+        "SessionStatusChanged" => {
+            let changed: wire::SessionStatusPayload = shape(payload, "SessionStatusChanged")?;
+            EntryPayload::SessionStatusChanged {
+                status: session_status(&changed.session_status)?,
+                ended_by: changed.session_ended_by_role.as_deref().map(role),
+            }
+        }
         "CloseConversation" => EntryPayload::CloseConversation,
         "TypingStartedIndicator" => EntryPayload::TypingStarted,
         "TypingStoppedIndicator" => EntryPayload::TypingStopped,
         "DeliveryAcknowledgement" => EntryPayload::DeliveryAcknowledged {
-            acknowledged: acknowledged(payload, entry),
+            acknowledged: acknowledged(payload, "DeliveryAcknowledgement")?,
         },
         "ReadAcknowledgement" => EntryPayload::ReadAcknowledged {
-            acknowledged: acknowledged(payload, entry),
+            acknowledged: acknowledged(payload, "ReadAcknowledgement")?,
         },
-        "QueuePosition" => EntryPayload::QueuePosition {
-            position: payload
-                .get("position")
-                .and_then(Value::as_u64)
-                .and_then(|p| u32::try_from(p).ok())
-                .map_or_else(|| fail("QueuePosition has no position"), Ok)?,
-        },
-        "ProgressIndicator" => EntryPayload::ProgressIndicator {
-            text: payload
-                .pointer("/progressIndicator/progressMessage/text")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-        },
+        "QueuePosition" => {
+            let queue: wire::QueuePositionPayload = shape(payload, "QueuePosition")?;
+            EntryPayload::QueuePosition {
+                position: queue.position,
+            }
+        }
+        "ProgressIndicator" => {
+            let progress: wire::ProgressIndicatorPayload = shape(payload, "ProgressIndicator")?;
+            EntryPayload::ProgressIndicator {
+                text: progress
+                    .progress_indicator
+                    .and_then(|p| p.progress_message)
+                    .and_then(|m| m.text),
+            }
+        }
         other => EntryPayload::Unknown {
             entry_type: other.chars().take(100).collect(),
         },
     })
-}
-
-fn acknowledged(payload: &Value, entry: &Value) -> Option<EntryId> {
-    payload
-        .get("acknowledgedConversationEntryIdentifier")
-        .and_then(Value::as_str)
-        .or_else(|| entry.pointer("/relatedRecords/0").and_then(Value::as_str))
-        .and_then(|id| EntryId::new(id).ok())
 }
 
 fn session_status(status: &str) -> Result<SessionStatus, DecodeError> {
@@ -212,175 +229,143 @@ fn session_status(status: &str) -> Result<SessionStatus, DecodeError> {
         "Active" => SessionStatus::Active,
         "Inactive" => SessionStatus::Inactive,
         "Ended" => SessionStatus::Ended,
-        "" => return fail("SessionStatusChanged has no sessionStatus"),
+        "" => return fail("SessionStatusChanged: sessionStatus is empty"),
         other => SessionStatus::Other(other.chars().take(50).collect()),
     })
 }
 
-fn participant_change(change: &Value) -> Result<ParticipantChange, DecodeError> {
-    let operation = match change.get("operation").and_then(Value::as_str) {
-        Some("add") => ParticipantOperation::Add,
-        Some("remove") => ParticipantOperation::Remove,
-        Some("update") => ParticipantOperation::Update,
-        Some(other) => ParticipantOperation::Unknown(other.chars().take(50).collect()),
-        None => return fail("a participant change has no operation"),
+fn participant_change(change: wire::WireParticipantChange) -> ParticipantChange {
+    let operation = match change.operation.as_str() {
+        "add" => ParticipantOperation::Add,
+        "remove" => ParticipantOperation::Remove,
+        "update" => ParticipantOperation::Update,
+        other => ParticipantOperation::Unknown(other.chars().take(50).collect()),
     };
-    let participant = change.get("participant");
-    Ok(ParticipantChange {
+    let participant = change.participant.unwrap_or(wire::EntrySender {
+        role: None,
+        subject: None,
+    });
+    ParticipantChange {
         operation,
-        role: role(
-            participant
-                .and_then(|p| p.get("role"))
-                .and_then(Value::as_str)
-                .unwrap_or(""),
-        ),
-        display_name: text(change, "displayName"),
-        subject: participant.and_then(|p| text(p, "subject")),
-    })
+        role: role(participant.role.as_deref().unwrap_or("")),
+        display_name: change.display_name,
+        subject: participant.subject,
+    }
 }
 
-fn routing_result(payload: &Value) -> Result<RoutingResult, DecodeError> {
-    let routing_type = match payload.get("routingType").and_then(Value::as_str) {
-        Some("Initial") => RoutingType::Initial,
-        Some("Transfer") => RoutingType::Transfer,
-        Some(other) => RoutingType::Other(other.chars().take(50).collect()),
-        None => return fail("RoutingResult has no routingType"),
+fn routing_result(result: wire::RoutingResultPayload) -> Result<RoutingResult, DecodeError> {
+    let routing_type = match result.routing_type.as_str() {
+        "Initial" => RoutingType::Initial,
+        "Transfer" => RoutingType::Transfer,
+        "" => return fail("RoutingResult: routingType is empty"),
+        other => RoutingType::Other(other.chars().take(50).collect()),
     };
-    let failure = match payload.get("failureType").and_then(Value::as_str) {
+    let failure = match result.failure_type.as_deref() {
         None | Some("None") => None,
         Some(kind) => Some(RoutingFailure {
             kind: kind.chars().take(50).collect(),
-            reason: text(payload, "failureReason"),
+            reason: result.failure_reason,
         }),
     };
-    let estimated_wait = payload
-        .pointer("/estimatedWaitTime/estimatedWaitTimeInSeconds")
-        .and_then(Value::as_u64)
-        .map(Duration::from_secs);
     Ok(RoutingResult {
         routing_type,
         failure,
-        estimated_wait,
+        estimated_wait: result
+            .estimated_wait_time
+            .and_then(|wait| wait.estimated_wait_time_in_seconds)
+            .map(Duration::from_secs),
     })
 }
 
-fn message(payload: &Value) -> Result<MessageContent, DecodeError> {
-    let message = payload
-        .get("abstractMessage")
-        .map_or_else(|| fail("Message has no abstractMessage"), Ok)?;
-    let message_type = message
-        .get("messageType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    match message_type {
+fn message(payload: wire::MessagePayload) -> Result<MessageContent, DecodeError> {
+    let message = payload.abstract_message;
+    match message.message_type.as_deref().unwrap_or("") {
         "StaticContentMessage" => {
-            let content = message
-                .get("staticContent")
-                .map_or_else(|| fail("StaticContentMessage has no staticContent"), Ok)?;
+            let Some(content) = message.static_content else {
+                return fail("Message: abstractMessage.staticContent is missing");
+            };
             static_content(content)
         }
         "ChoicesMessage" => {
-            let choices = message
-                .get("choices")
-                .map_or_else(|| fail("ChoicesMessage has no choices"), Ok)?;
-            let style = match choices.get("formatType").and_then(Value::as_str) {
+            let Some(choices) = message.choices else {
+                return fail("Message: abstractMessage.choices is missing");
+            };
+            let style = match choices.format_type.as_deref() {
                 Some("Buttons") => ChoiceStyle::Buttons,
                 Some("QuickReplies") => ChoiceStyle::QuickReplies,
                 Some("Carousel") => ChoiceStyle::Carousel,
                 other => {
                     return Ok(MessageContent::Other {
                         kind: format!("ChoicesMessage/{}", other.unwrap_or("?")),
-                        fallback_text: text(choices, "text"),
+                        fallback_text: choices.text,
                     });
                 }
             };
             let options = choices
-                .get("optionItems")
-                .or_else(|| choices.get("items"))
-                .and_then(Value::as_array)
-                .map(|items| {
-                    items
-                        .iter()
-                        .filter_map(|item| {
-                            let title = item
-                                .pointer("/titleItem/title")
-                                .or_else(|| item.get("title"))
-                                .and_then(Value::as_str)?;
-                            Some(ChoiceOption {
-                                id: text(item, "optionIdentifier"),
-                                title: title.to_owned(),
-                            })
-                        })
-                        .collect()
+                .option_items
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|item| {
+                    let title = item.title_item.and_then(|t| t.title).or(item.title)?;
+                    Some(ChoiceOption {
+                        id: item.option_identifier,
+                        title,
+                    })
                 })
-                .unwrap_or_default();
+                .collect();
             Ok(MessageContent::Choices {
-                text: text(choices, "text").unwrap_or_default(),
+                text: choices.text.unwrap_or_default(),
                 style,
                 options,
             })
         }
         other => Ok(MessageContent::Other {
             kind: other.chars().take(50).collect(),
-            fallback_text: message
-                .pointer("/staticContent/text")
-                .and_then(Value::as_str)
-                .map(str::to_owned),
+            fallback_text: message.static_content.and_then(|content| content.text),
         }),
     }
 }
 
-fn static_content(content: &Value) -> Result<MessageContent, DecodeError> {
-    let format = content
-        .get("formatType")
-        .and_then(Value::as_str)
-        .unwrap_or("");
-    Ok(match format {
-        "Text" => MessageContent::Text(text(content, "text").unwrap_or_default()),
+fn static_content(content: wire::StaticContent) -> Result<MessageContent, DecodeError> {
+    let format = content.format_type.unwrap_or_default();
+    Ok(match format.as_str() {
+        "Text" => MessageContent::Text(content.text.unwrap_or_default()),
         "Attachments" => MessageContent::Attachments {
-            text: text(content, "text"),
+            text: content.text,
             files: content
-                .get("attachments")
-                .and_then(Value::as_array)
-                .map(|files| {
-                    files
-                        .iter()
-                        .filter_map(|file| {
-                            Some(Attachment {
-                                name: text(file, "name").unwrap_or_else(|| "attachment".to_owned()),
-                                url: text(file, "url")?,
-                                mime_type: text(file, "mimeType"),
-                            })
-                        })
-                        .collect()
+                .attachments
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|file| {
+                    Some(Attachment {
+                        url: file.url?,
+                        name: file.name.unwrap_or_else(|| "attachment".to_owned()),
+                        mime_type: file.mime_type,
+                    })
                 })
-                .unwrap_or_default(),
+                .collect(),
         },
         "RichLink" | "WebView" => {
-            let url = content
-                .pointer("/linkItem/url")
-                .or_else(|| content.get("url"))
-                .and_then(Value::as_str);
-            match url {
+            let (link_url, link_title) = content
+                .link_item
+                .map(|link| (link.url, link.title_item.and_then(|t| t.title)))
+                .unwrap_or_default();
+            match link_url.or(content.url) {
                 Some(url) => MessageContent::Link {
-                    url: url.to_owned(),
-                    title: content
-                        .pointer("/linkItem/titleItem/title")
-                        .or_else(|| content.get("title"))
-                        .and_then(Value::as_str)
-                        .map(str::to_owned),
+                    url,
+                    title: link_title.or(content.title),
                 },
                 None => MessageContent::Other {
-                    kind: format.to_owned(),
-                    fallback_text: text(content, "text"),
+                    kind: format,
+                    fallback_text: content.text,
                 },
             }
         }
-        "" => return fail("staticContent has no formatType"),
+        "" => return fail("Message: abstractMessage.staticContent.formatType is missing"),
         // The v2 API flattens rich content (Lightning types) to text where it can.
         other => MessageContent::Other {
             kind: other.chars().take(50).collect(),
-            fallback_text: text(content, "text"),
+            fallback_text: content.text,
         },
     })
 }
@@ -512,6 +497,33 @@ mod tests {
                 status: SessionStatus::Ended,
                 ended_by: Some(Role::Agent)
             }
+        );
+    }
+
+    #[test]
+    fn a_field_of_the_wrong_shape_is_named_by_its_path_and_the_data_is_not_quoted() {
+        let message = json!({ "entryType": "Message", "abstractMessage": {
+            "messageType": "StaticContentMessage", "staticContent": { "formatType": "Text", "text": ["my card is 4111"] } } });
+        let error = decode_envelope(&envelope("Message", &message, true)).unwrap_err();
+        assert_eq!(
+            error.0,
+            "Message: abstractMessage.staticContent.text has the wrong type or value"
+        );
+        let queue = json!({ "entryType": "QueuePosition", "position": "my secret" });
+        let error = decode_envelope(&envelope("QueuePosition", &queue, false)).unwrap_err();
+        assert_eq!(
+            error.0,
+            "QueuePosition: position has the wrong type or value"
+        );
+        let routing = json!({ "entryType": "RoutingResult", "failureType": "None" });
+        let error = decode_envelope(&envelope("RoutingResult", &routing, true)).unwrap_err();
+        assert_eq!(error.0, "RoutingResult: routingType is missing");
+        let no_payload =
+            json!({ "conversationId": CONVERSATION, "conversationEntry": { "identifier": "e" } });
+        let error = decode_envelope(&no_payload.to_string()).unwrap_err();
+        assert_eq!(
+            error.0,
+            "the envelope: conversationEntry.entryPayload is missing"
         );
     }
 }

@@ -6,8 +6,10 @@ the silent anonymous fallback detected from `context.endUser.subject`), continua
 conversations, routing status, messages with caller-supplied ids, files (multipart, with a
 5 MB check before upload), typing, receipts, entry listings, close, end of session, revoke —
 and reads the event stream ([`SseConnection`], parsed with `eventsource-stream`). It
-implements the core's [`SalesforcePort`](handover_core::ports::SalesforcePort): JSON is read
-and written here and converted to the core's types at this edge ([`decode`]).
+implements the core's [`SalesforcePort`](handover_core::ports::SalesforcePort). The wire
+format lives here as serde types (`wire.rs`, spelled like Salesforce's API) and is converted
+to the core's types at this edge ([`decode`]); a field of the wrong shape is reported by its
+path, never by its value.
 
 Every call makes one attempt, bounded by a timeout, and reports its outcome; retries,
 backoff, pacing, reconnects and the stream watchdog are the session's decisions
@@ -26,6 +28,7 @@ mod config;
 pub mod decode;
 mod error;
 mod stream;
+mod wire;
 
 pub use client::{MiawClient, Receipt};
 pub use config::{MiawConfig, MiawConfigError};
