@@ -116,12 +116,7 @@ async fn a_continuation_token_keeps_the_expiry() {
 #[tokio::test]
 async fn conversations_messages_and_their_error_statuses() {
     let miaw = Miaw::start(SandboxConfig::default()).await;
-    let token = miaw.client.mint_guest().await.unwrap().token;
-    let conversation = conversation();
-    miaw.client
-        .create_conversation(&token, conversation, &attributes())
-        .await
-        .unwrap();
+    let (token, conversation) = miaw.guest_conversation(&attributes()).await;
     let details = miaw.conversation(conversation).await;
     assert_eq!(
         details["routingAttributes"],
@@ -205,12 +200,7 @@ async fn conversations_messages_and_their_error_statuses() {
 #[tokio::test]
 async fn the_22nd_message_of_a_minute_is_the_last_and_429_is_retryable() {
     let miaw = Miaw::start(SandboxConfig::default()).await;
-    let token = miaw.client.mint_guest().await.unwrap().token;
-    let conversation = conversation();
-    miaw.client
-        .create_conversation(&token, conversation, &attributes())
-        .await
-        .unwrap();
+    let (token, conversation) = miaw.guest_conversation(&attributes()).await;
     for i in 0..22 {
         miaw.client
             .send_text(&token, conversation, id("burst"), &format!("m{i}"), None)
@@ -238,30 +228,6 @@ async fn an_expired_token_is_401_on_rest_and_on_the_stream() {
     assert_eq!(failure, CallFailure::Unauthorized);
 }
 
-async fn host(
-    miaw: &Miaw,
-    conversation: ConversationId,
-    name: &str,
-    mime: &str,
-    bytes: Vec<u8>,
-) -> String {
-    let content = base64::engine::general_purpose::STANDARD.encode(bytes);
-    let body = json!({ "attachments": [{ "name": name, "mimeType": mime, "content": content }] });
-    let entry = miaw.act(conversation, "messages", body).await;
-    let details = miaw.conversation(conversation).await;
-    let hosted = details["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["identifier"] == entry["identifier"])
-        .unwrap()
-        .clone();
-    hosted["entryPayload"]["abstractMessage"]["staticContent"]["attachments"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn files_are_uploaded_and_oversize_or_refused_ones_fail_before_or_at_upload() {
     let config = SandboxConfig {
@@ -269,23 +235,13 @@ async fn files_are_uploaded_and_oversize_or_refused_ones_fail_before_or_at_uploa
         ..SandboxConfig::default()
     };
     let miaw = Miaw::start_with(config, |c| c.max_file_bytes = 1000).await;
-    let token = miaw.client.mint_guest().await.unwrap().token;
-    let conversation = conversation();
-    miaw.client
-        .create_conversation(&token, conversation, &attributes())
-        .await
-        .unwrap();
+    let (token, conversation) = miaw.guest_conversation(&attributes()).await;
     miaw.act(conversation, "accept", json!({})).await;
     // Files the user "sent", hosted by the sandbox's file server.
     let small = FileRef {
-        url: host(
-            &miaw,
-            conversation,
-            "receipt.pdf",
-            "application/pdf",
-            vec![b'%'; 100],
-        )
-        .await,
+        url: miaw
+            .host_file(conversation, "receipt.pdf", "application/pdf", &[b'%'; 100])
+            .await,
         name: "receipt.pdf".to_owned(),
         mime_type: Some("application/pdf".to_owned()),
         size: None,
@@ -294,76 +250,54 @@ async fn files_are_uploaded_and_oversize_or_refused_ones_fail_before_or_at_uploa
         .send_file(&token, conversation, id("f"), &small, None)
         .await
         .unwrap();
+    let refused = async |file: &FileRef| {
+        let error = miaw
+            .client
+            .send_file(&token, conversation, id("f"), file, None)
+            .await
+            .unwrap_err();
+        CallFailure::from(error)
+    };
     assert_eq!(miaw.user_texts(conversation).await, ["file:receipt.pdf"]);
 
     let declared = FileRef {
         size: Some(2000),
         ..small.clone()
     };
-    let failure = CallFailure::from(
-        miaw.client
-            .send_file(&token, conversation, id("f"), &declared, None)
-            .await
-            .unwrap_err(),
-    );
+    let failure = refused(&declared).await;
     assert_eq!(
         failure,
         CallFailure::PayloadTooLarge,
         "checked before any upload"
     );
     let big = FileRef {
-        url: host(
-            &miaw,
-            conversation,
-            "big.pdf",
-            "application/pdf",
-            vec![0; 4000],
-        )
-        .await,
+        url: miaw
+            .host_file(conversation, "big.pdf", "application/pdf", &[0; 4000])
+            .await,
         size: None,
         ..small.clone()
     };
-    let failure = CallFailure::from(
-        miaw.client
-            .send_file(&token, conversation, id("f"), &big, None)
-            .await
-            .unwrap_err(),
-    );
+    let failure = refused(&big).await;
     assert_eq!(
         failure,
         CallFailure::PayloadTooLarge,
         "found while downloading"
     );
     let exe = FileRef {
-        url: host(
-            &miaw,
-            conversation,
-            "tool.exe",
-            "application/x-msdownload",
-            b"MZ".to_vec(),
-        )
-        .await,
+        url: miaw
+            .host_file(conversation, "tool.exe", "application/x-msdownload", b"MZ")
+            .await,
         name: "tool.exe".to_owned(),
         mime_type: Some("application/x-msdownload".to_owned()),
         size: None,
     };
-    let failure = CallFailure::from(
-        miaw.client
-            .send_file(&token, conversation, id("f"), &exe, None)
-            .await
-            .unwrap_err(),
-    );
+    let failure = refused(&exe).await;
     assert_eq!(failure, CallFailure::UnsupportedMediaType);
     let gone = FileRef {
         url: format!("{}/files/nope", miaw.sandbox.url()),
         ..small
     };
-    let failure = CallFailure::from(
-        miaw.client
-            .send_file(&token, conversation, id("f"), &gone, None)
-            .await
-            .unwrap_err(),
-    );
+    let failure = refused(&gone).await;
     assert!(
         matches!(failure, CallFailure::Rejected { .. }),
         "{failure:?}"
@@ -378,12 +312,7 @@ async fn files_are_uploaded_and_oversize_or_refused_ones_fail_before_or_at_uploa
 #[tokio::test]
 async fn typing_receipts_listings_close_and_end_of_session() {
     let miaw = Miaw::start(SandboxConfig::default()).await;
-    let token = miaw.client.mint_guest().await.unwrap().token;
-    let conversation = conversation();
-    miaw.client
-        .create_conversation(&token, conversation, &attributes())
-        .await
-        .unwrap();
+    let (token, conversation) = miaw.guest_conversation(&attributes()).await;
     miaw.act(conversation, "accept", json!({ "agent": "Jane" }))
         .await;
     let agent = miaw

@@ -8,7 +8,6 @@ mod support;
 
 use std::time::Duration;
 
-use base64::Engine as _;
 use handover_core::*;
 use miaw_sandbox::SandboxConfig;
 use reqwest::Method;
@@ -141,26 +140,6 @@ async fn s13_a_message_after_the_session_ended_is_resent_as_a_new_session_and_se
     .await;
 }
 
-/// Hosts a file on the sandbox's file server, as if someone had uploaded it somewhere the
-/// bridge can fetch it from; returns its URL.
-async fn host_file(miaw: &Miaw, running: &Running, name: &str, mime: &str, size: usize) -> String {
-    let content = base64::engine::general_purpose::STANDARD.encode(vec![b'%'; size]);
-    let body = json!({ "attachments": [{ "name": name, "mimeType": mime, "content": content }] });
-    let entry = miaw.act(running.conversation, "messages", body).await;
-    let details = miaw.conversation(running.conversation).await;
-    let hosted = details["entries"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|e| e["identifier"] == entry["identifier"])
-        .unwrap()
-        .clone();
-    hosted["entryPayload"]["abstractMessage"]["staticContent"]["attachments"][0]["url"]
-        .as_str()
-        .unwrap()
-        .to_owned()
-}
-
 #[tokio::test]
 async fn s14_a_file_too_large_or_of_a_refused_type_reaches_the_agent_as_a_link() {
     // The adapter's limit is lowered so that the test moves kilobytes, not megabytes; the
@@ -174,7 +153,10 @@ async fn s14_a_file_too_large_or_of_a_refused_type_reaches_the_agent_as_a_link()
     ];
     let mut urls = Vec::new();
     for (name, mime, size) in files {
-        urls.push(host_file(&miaw, &running, name, mime, size).await);
+        urls.push(
+            miaw.host_file(running.conversation, name, mime, &vec![b'%'; size])
+                .await,
+        );
     }
     for (i, ((name, mime, _), url)) in files.iter().zip(&urls).enumerate() {
         running.send(Input::UserMessage(UserMessage {

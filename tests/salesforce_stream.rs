@@ -16,13 +16,7 @@ use serde_json::json;
 use support::Miaw;
 
 async fn setup(miaw: &Miaw) -> (AccessToken, ConversationId) {
-    let token = miaw.client.mint_guest().await.unwrap().token;
-    let conversation = ConversationId::from_random_bytes(fastrand::u128(..).to_le_bytes());
-    miaw.client
-        .create_conversation(&token, conversation, &RoutingAttributes::new())
-        .await
-        .unwrap();
-    (token, conversation)
+    miaw.guest_conversation(&RoutingAttributes::new()).await
 }
 
 /// Entries from a stream until `count` entries arrived or it ended; pings are skipped.

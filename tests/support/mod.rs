@@ -13,9 +13,11 @@ pub mod driver;
 use std::future::Future;
 use std::time::Duration;
 
+use base64::Engine as _;
+use handover_core::{AccessToken, ConversationId, RoutingAttributes};
 use handover_salesforce::{MiawClient, MiawConfig};
 use miaw_sandbox::{DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, Sandbox, SandboxConfig};
-use serde_json::Value;
+use serde_json::{Value, json};
 
 pub struct Miaw {
     pub sandbox: Sandbox,
@@ -87,6 +89,47 @@ impl Miaw {
             .await
             .unwrap();
         response.json().await.unwrap()
+    }
+
+    /// A guest token and a new conversation created with it.
+    pub async fn guest_conversation(
+        &self,
+        attributes: &RoutingAttributes,
+    ) -> (AccessToken, ConversationId) {
+        let token = self.client.mint_guest().await.unwrap().token;
+        let conversation = ConversationId::from_random_bytes(fastrand::u128(..).to_le_bytes());
+        self.client
+            .create_conversation(&token, conversation, attributes)
+            .await
+            .unwrap();
+        (token, conversation)
+    }
+
+    /// Hosts a file on the sandbox's file server (the agent sends it), as if it had been
+    /// uploaded somewhere the bridge can fetch it from; returns its URL.
+    pub async fn host_file(
+        &self,
+        conversation: ConversationId,
+        name: &str,
+        mime: &str,
+        bytes: &[u8],
+    ) -> String {
+        let content = base64::engine::general_purpose::STANDARD.encode(bytes);
+        let body =
+            json!({ "attachments": [{ "name": name, "mimeType": mime, "content": content }] });
+        let entry = self.act(conversation, "messages", body).await;
+        let details = self.conversation(conversation).await;
+        let hosted = details["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["identifier"] == entry["identifier"])
+            .unwrap()
+            .clone();
+        hosted["entryPayload"]["abstractMessage"]["staticContent"]["attachments"][0]["url"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 
     /// The texts of the user messages the agent received, in order.

@@ -246,8 +246,12 @@ impl MiawClient {
         })
     }
 
-    fn deployment_query(&self) -> [(&'static str, &str); 1] {
-        [("esDeveloperName", self.inner.config.developer_name.as_str())]
+    /// A `DELETE` of a conversation resource, naming the deployment.
+    async fn delete(&self, token: &AccessToken, path: &str) -> Result<(), SalesforceError> {
+        let request = self
+            .request(Method::DELETE, path, Some(token))
+            .query(&[("esDeveloperName", self.inner.config.developer_name.as_str())]);
+        Self::send(request).await.map(drop)
     }
 
     /// Closes the conversation.
@@ -256,14 +260,8 @@ impl MiawClient {
         token: &AccessToken,
         conversation: ConversationId,
     ) -> Result<(), SalesforceError> {
-        let request = self
-            .request(
-                Method::DELETE,
-                &format!("{API}/conversation/{conversation}"),
-                Some(token),
-            )
-            .query(&self.deployment_query());
-        Self::send(request).await.map(drop)
+        self.delete(token, &format!("{API}/conversation/{conversation}"))
+            .await
     }
 
     /// Ends the messaging session but keeps the conversation.
@@ -272,14 +270,8 @@ impl MiawClient {
         token: &AccessToken,
         conversation: ConversationId,
     ) -> Result<(), SalesforceError> {
-        let request = self
-            .request(
-                Method::DELETE,
-                &format!("{API}/conversation/{conversation}/session"),
-                Some(token),
-            )
-            .query(&self.deployment_query());
-        Self::send(request).await.map(drop)
+        self.delete(token, &format!("{API}/conversation/{conversation}/session"))
+            .await
     }
 
     /// The newest `limit` entries at or before `before`, oldest first. Entries that cannot be

@@ -20,6 +20,27 @@ async fn set_faults(harness: &Harness, faults: Value) {
     assert_eq!(response.status(), StatusCode::NO_CONTENT);
 }
 
+/// An active conversation whose stream has passed the accept, with `fault` set to 1 for it.
+async fn active_with_fault(fault: &str) -> (Harness, String, String, EventStream) {
+    let harness = Harness::start().await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    harness.control(&format!("{id}/accept"), json!({})).await;
+    let mut stream = harness.stream(&token, None).await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    let response = harness
+        .call(
+            Method::PUT,
+            &format!("/control/conversations/{id}/faults"),
+            None,
+            Some(json!({ fault: 1 })),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    (harness, token, id, stream)
+}
+
 /// Raw chunks of the stream for `wait`.
 async fn raw_chunks(harness: &Harness, token: &str, wait: Duration) -> Vec<String> {
     let response = harness.open_stream(token, Some("0"), DEFAULT_ORG_ID).await;
@@ -175,22 +196,7 @@ async fn rest_calls_can_fail_or_slow_down_at_random() {
 
 #[tokio::test]
 async fn a_withheld_event_is_only_in_the_entries() {
-    let harness = Harness::start().await;
-    let (token, _) = harness.guest().await;
-    let id = harness.create(&token, json!({})).await;
-    harness.control(&format!("{id}/accept"), json!({})).await;
-    let mut stream = harness.stream(&token, None).await;
-    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
-    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
-    let response = harness
-        .call(
-            Method::PUT,
-            &format!("/control/conversations/{id}/faults"),
-            None,
-            Some(json!({ "withhold_next_events": 1 })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (harness, token, id, mut stream) = active_with_fault("withhold_next_events").await;
     harness
         .control(&format!("{id}/messages"), json!({ "text": "withheld" }))
         .await;
@@ -296,22 +302,7 @@ async fn the_sandbox_serves_https_with_a_self_signed_certificate() {
 
 #[tokio::test]
 async fn a_garbled_event_is_broken_on_the_stream_and_intact_in_the_entries() {
-    let harness = Harness::start().await;
-    let (token, _) = harness.guest().await;
-    let id = harness.create(&token, json!({})).await;
-    harness.control(&format!("{id}/accept"), json!({})).await;
-    let mut stream = harness.stream(&token, None).await;
-    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
-    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
-    let response = harness
-        .call(
-            Method::PUT,
-            &format!("/control/conversations/{id}/faults"),
-            None,
-            Some(json!({ "garble_next_events": 1 })),
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    let (harness, token, id, mut stream) = active_with_fault("garble_next_events").await;
     for text in ["garbled", "intact"] {
         harness
             .control(&format!("{id}/messages"), json!({ "text": text }))
