@@ -1,0 +1,130 @@
+//! API errors: one JSON shape, a stable code, the field at fault.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use handover_core::HandoverId;
+
+use super::wire::{ErrorBody, ErrorDetail};
+use crate::service::ServiceError;
+
+/// An error answer.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    status: StatusCode,
+    detail: ErrorDetail,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            detail: ErrorDetail {
+                code: code.to_owned(),
+                message: message.into(),
+                field: None,
+                handover_id: None,
+            },
+        }
+    }
+
+    pub(crate) fn unauthorized() -> Self {
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Send a valid API key as `Authorization: Bearer <key>`.",
+        )
+    }
+
+    pub(crate) fn forbidden() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "This route needs an admin API key.",
+        )
+    }
+
+    pub(crate) fn too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("The body is larger than {limit} bytes."),
+        )
+    }
+
+    pub(crate) fn invalid_json(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
+    }
+
+    /// A field with a wrong value; `field` is its path in the body.
+    pub(crate) fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        let mut error = Self::new(StatusCode::BAD_REQUEST, "invalid_field", message);
+        error.detail.field = Some(field.into());
+        error
+    }
+
+    pub(crate) fn unknown_handover(id: &str) -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("There is no handover {id}."),
+        )
+    }
+
+    pub(crate) fn no_route() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "no_route",
+            "There is no such route; see /v1/openapi.json.",
+        )
+    }
+
+    pub(crate) fn conflict(live: HandoverId) -> Self {
+        let mut error = Self::new(
+            StatusCode::CONFLICT,
+            "conflict",
+            "This Cognigy session already has a live handover.",
+        );
+        error.detail.handover_id = Some(live.to_string());
+        error
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(error: ServiceError) -> Self {
+        match error {
+            ServiceError::NotFound(id) => Self::unknown_handover(&id.to_string()),
+            ServiceError::Ended(id) => {
+                let mut error = Self::new(
+                    StatusCode::CONFLICT,
+                    "ended",
+                    "The handover has ended and takes no more input.",
+                );
+                error.detail.handover_id = Some(id.to_string());
+                error
+            }
+            ServiceError::UnknownDeployment(name) => Self::field(
+                "deployment",
+                format!("No Salesforce deployment is configured under the name {name:?}."),
+            ),
+            ServiceError::Unavailable(reason) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("The bridge cannot take this now: {reason}"),
+            ),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let unauthorized = self.status == StatusCode::UNAUTHORIZED;
+        let mut response = (self.status, Json(ErrorBody { error: self.detail })).into_response();
+        if unauthorized {
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}
