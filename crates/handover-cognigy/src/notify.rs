@@ -162,6 +162,9 @@ impl CognigyClient {
             request = request.header("X-API-Key", api_key);
             if let Some(object) = body.as_object_mut() {
                 object.insert("URLToken".to_owned(), address.url_token.clone().into());
+                // The deprecated routes require `text` even when `data` carries everything
+                // (an Inject of a status). An empty text there is not a message to the user.
+                object.entry("text").or_insert_with(|| "".into());
             }
         }
         let response = request.json(&body).send().await.map_err(|error| {
