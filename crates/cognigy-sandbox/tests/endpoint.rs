@@ -191,10 +191,13 @@ async fn faults_fail_a_burst_then_recover_and_add_latency() {
     assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
 }
 
+/// A request the stand-in bridge got: path, `Authorization`, body.
+type Request = (String, Option<String>, Value);
+
 /// A stand-in for the bridge: answers like the `/v1` API and records every request.
 #[derive(Clone, Default)]
 struct Bridge {
-    requests: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+    requests: Arc<Mutex<Vec<Request>>>,
 }
 
 async fn bridge_handler(
