@@ -72,15 +72,15 @@ impl RecordingBot {
     }
 }
 
-pub struct Running {
+pub struct Running<B: ?Sized = RecordingBot> {
     pub inputs: mpsc::UnboundedSender<Input>,
-    pub bot: Arc<RecordingBot>,
+    pub bot: Arc<B>,
     pub observations: Arc<Mutex<Vec<Observation>>>,
     pub conversation: ConversationId,
     task: JoinHandle<Session>,
 }
 
-impl Running {
+impl<B: ?Sized> Running<B> {
     pub fn say(&self, id: &str, text: &str) {
         let message = UserMessage {
             id: BotMessageId::new(id).unwrap(),
@@ -156,18 +156,35 @@ pub fn request(settings: HandoverSettings) -> HandoverRequest {
     }
 }
 
-/// Starts a handover and drives it until it is finished.
+/// Starts a handover whose deliveries are recorded, and drives it until it is finished.
 pub fn start(client: MiawClient, request: HandoverRequest, config: SessionConfig) -> Running {
-    let conversation = request.conversation_id;
-    let (inputs, mut inbox) = mpsc::unbounded_channel::<Input>();
-    let bot = Arc::new(RecordingBot::default());
-    let observations = Arc::new(Mutex::new(Vec::new()));
     let address = BotAddress {
         endpoint_url: "https://endpoint.example".to_owned(),
         url_token: "url-token".to_owned(),
         user_id: "user".to_owned(),
         session_id: "session".to_owned(),
     };
+    start_with(
+        client,
+        Arc::new(RecordingBot::default()),
+        address,
+        request,
+        config,
+    )
+}
+
+/// Starts a handover that delivers through `bot` to `address`, and drives it until it is
+/// finished.
+pub fn start_with<B: BotPort + 'static>(
+    client: MiawClient,
+    bot: Arc<B>,
+    address: BotAddress,
+    request: HandoverRequest,
+    config: SessionConfig,
+) -> Running<B> {
+    let conversation = request.conversation_id;
+    let (inputs, mut inbox) = mpsc::unbounded_channel::<Input>();
+    let observations = Arc::new(Mutex::new(Vec::new()));
     let feedback = inputs.clone();
     let task = {
         let bot = bot.clone();
