@@ -72,9 +72,13 @@ impl RecordingBot {
     }
 }
 
+/// Where a running session stands, updated after every input.
+pub type Status = Arc<Mutex<(Phase, Option<Outcome>)>>;
+
 pub struct Running<B: ?Sized = RecordingBot> {
     pub inputs: mpsc::UnboundedSender<Input>,
     pub bot: Arc<B>,
+    pub status: Status,
     pub observations: Arc<Mutex<Vec<Observation>>>,
     pub conversation: ConversationId,
     task: JoinHandle<Session>,
@@ -185,10 +189,12 @@ pub fn start_with<B: BotPort + 'static>(
     let conversation = request.conversation_id;
     let (inputs, mut inbox) = mpsc::unbounded_channel::<Input>();
     let observations = Arc::new(Mutex::new(Vec::new()));
+    let status: Status = Arc::new(Mutex::new((Phase::Requested, None)));
     let feedback = inputs.clone();
     let task = {
         let bot = bot.clone();
         let observations = observations.clone();
+        let status = status.clone();
         tokio::spawn(async move {
             let mut session = Session::new(request, config);
             let mut stream: Option<JoinHandle<()>> = None;
@@ -281,6 +287,7 @@ pub fn start_with<B: BotPort + 'static>(
                         }
                     }
                 }
+                *status.lock().unwrap() = (session.phase(), session.outcome().cloned());
                 if session.is_finished() {
                     break;
                 }
@@ -294,6 +301,7 @@ pub fn start_with<B: BotPort + 'static>(
     Running {
         inputs,
         bot,
+        status,
         observations,
         conversation,
         task,

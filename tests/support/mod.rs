@@ -9,6 +9,7 @@
 )]
 
 pub mod driver;
+pub mod service;
 
 use std::future::Future;
 use std::time::Duration;
