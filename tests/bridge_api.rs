@@ -10,66 +10,12 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use cognigy_sandbox::{BridgeConfig, DEFAULT_URL_TOKEN, SandboxConfig as CognigyConfig};
-use handover_cognigy::api::{self, ApiConfig, ApiKey};
-use handover_cognigy::{CognigyClient, CognigyConfig as ClientConfig};
-use miaw_sandbox::SandboxConfig;
+use cognigy_sandbox::{BridgeConfig, DEFAULT_URL_TOKEN};
 use serde_json::{Value, json};
-use support::service::LocalHandovers;
-use support::{Miaw, eventually};
+use support::bridge::{Bridge, KEY};
+use support::eventually;
 
-const KEY: &str = "bridge-test-key-0123456789";
 const WAIT: Duration = Duration::from_secs(15);
-
-struct Bridge {
-    miaw: Miaw,
-    cognigy: cognigy_sandbox::Sandbox,
-    url: String,
-    http: reqwest::Client,
-}
-
-impl Bridge {
-    async fn start() -> Self {
-        let miaw = Miaw::start(SandboxConfig::default()).await;
-        let cognigy = cognigy_sandbox::Sandbox::start(
-            "127.0.0.1:0".parse().unwrap(),
-            CognigyConfig::default(),
-        )
-        .await
-        .unwrap();
-        let service = LocalHandovers::new(
-            miaw.client.clone(),
-            CognigyClient::new(ClientConfig::default()).unwrap(),
-            support::driver::quick_config(),
-        );
-        let config = ApiConfig {
-            keys: vec![ApiKey::new("tests", KEY).unwrap()],
-            ..ApiConfig::default()
-        };
-        let router = api::router(service, config);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, router).await });
-        Self {
-            miaw,
-            cognigy,
-            url,
-            http: reqwest::Client::new(),
-        }
-    }
-
-    async fn get(&self, path: &str) -> Value {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(KEY)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
-    }
-}
 
 #[tokio::test]
 async fn the_curl_example_starts_a_handover_sends_a_message_and_reads_the_status() {

@@ -8,6 +8,7 @@
     clippy::wildcard_enum_match_arm
 )]
 
+pub mod bridge;
 pub mod driver;
 pub mod service;
 

@@ -46,7 +46,7 @@ fn small_talk(text: &str) -> &'static str {
         })
     };
     if has(&["hi", "hello", "hey", "hallo"]) {
-        "Hello! I'm the sandbox bot. Ask me something, or type \"agent\" to talk to a person."
+        "Hello! What can I do for you? Type \"agent\" to talk to a person."
     } else if has(&["help"]) {
         "I can chat a little. Type \"agent\" and I'll hand you over to a human agent."
     } else if has(&["thanks", "thank", "thx"]) {

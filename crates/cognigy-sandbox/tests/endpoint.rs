@@ -327,7 +327,7 @@ async fn the_webchat_flow_talks_small_and_apologises_without_a_bridge() {
     let texts = chat.texts().await;
     assert_eq!(texts[1], ("user".to_owned(), "hello there".to_owned()));
     assert!(
-        texts[2].1.starts_with("Hello! I'm the sandbox bot"),
+        texts[2].1.starts_with("Hello! What can I do for you?"),
         "{texts:?}"
     );
     assert!(texts[4].1.contains("no bridge configured"), "{texts:?}");

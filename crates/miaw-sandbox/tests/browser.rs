@@ -1,5 +1,5 @@
 //! The agent console works in a real browser: Debian's headless Chromium, driven by
-//! playwright-core (`tests/browser/console.mjs`). `.ci/run` installs both and sets
+//! playwright-core (`console.mjs` in the workspace's `tests/browser`). `.ci/run` installs both and sets
 //! `HANDOVER_REQUIRE_BROWSER=1`, so in CI a missing browser fails the test; elsewhere the test
 //! says loudly that it was skipped and why.
 
@@ -13,6 +13,11 @@ use std::process::Command;
 use serde_json::{Value, json};
 use support::*;
 
+/// The workspace's node project for browser tests.
+fn browser_dir() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/browser")
+}
+
 fn browser_missing() -> Option<String> {
     let chromium =
         std::env::var("CHROMIUM_PATH").unwrap_or_else(|_| "/usr/bin/chromium".to_owned());
@@ -21,13 +26,9 @@ fn browser_missing() -> Option<String> {
             "no Chromium at {chromium} (apt-get install chromium chromium-driver)"
         ));
     }
-    let module =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/node_modules/playwright-core");
+    let module = browser_dir().join("node_modules/playwright-core");
     if !module.exists() {
-        return Some(
-            "playwright-core is not installed (npm ci in crates/miaw-sandbox/tests/browser)"
-                .to_owned(),
-        );
+        return Some("playwright-core is not installed (npm ci in tests/browser)".to_owned());
     }
     if Command::new("node").arg("--version").output().is_err() {
         return Some("node is not installed".to_owned());
@@ -54,7 +55,7 @@ async fn the_console_lets_a_person_accept_and_answer_in_headless_chromium() {
         .await;
     harness.send(&token, &id, "I need help with my bill").await;
 
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser");
+    let dir = browser_dir();
     let screenshot = Path::new(env!("CARGO_TARGET_TMPDIR")).join("miaw-sandbox-console.png");
     let url = harness.sandbox.url().to_owned();
     let script = dir.join("console.mjs");
