@@ -93,6 +93,11 @@ impl Handovers for Fake {
         if handover.deployment.as_deref() == Some("nowhere") {
             return Err(ServiceError::UnknownDeployment("nowhere".to_owned()));
         }
+        if handover.deployment.as_deref() == Some("down") {
+            return Err(ServiceError::Unavailable(
+                "the store is unreachable".to_owned(),
+            ));
+        }
         let mut state = self.state.lock().unwrap();
         let key = (
             handover.address.user_id.clone(),
@@ -601,6 +606,20 @@ async fn s44_bad_requests_get_clear_errors_and_change_no_live_handover() {
         assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
         assert_eq!(error(&answer).1.as_deref(), Some(field), "{body}: {answer}");
     }
+    // A bridge that cannot take work says so with 503.
+    let (status, answer) = api
+        .post(
+            "/v1/handovers",
+            with(
+                minimal(),
+                json!({ "deployment": "down", "sessionId": "other" }),
+            ),
+        )
+        .await;
+    assert_eq!(
+        (status, error(&answer).0.as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
     // None of that reached the live handover, and only it exists.
     assert_eq!(api.fake.count(), 1);
     assert!(api.fake.inputs(&id).is_empty());
