@@ -132,19 +132,10 @@ async fn the_webchat_flow_hands_a_user_over_through_the_api_and_back() {
         .unwrap()
         .to_owned();
     // The agent accepts and writes; the Flow hears `active`, the user reads the agent.
-    eventually(WAIT, "the conversation exists", || async {
-        http.post(format!(
-            "{}/control/conversations/{conversation}/accept",
-            bridge.miaw.sandbox.url()
-        ))
-        .json(&json!({ "agent": "Jane" }))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .is_success()
-    })
-    .await;
+    bridge
+        .miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
     bridge
         .miaw
         .act(

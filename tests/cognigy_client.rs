@@ -109,22 +109,9 @@ impl Stack {
             driver::request(HandoverSettings::default()),
             config,
         );
-        let accept = format!(
-            "{}/control/conversations/{}/accept",
-            self.miaw.sandbox.url(),
-            running.conversation
-        );
-        eventually(WAIT, "the agent accepted", || async {
-            self.http
-                .post(&accept)
-                .json(&json!({ "agent": "Jane" }))
-                .send()
-                .await
-                .unwrap()
-                .status()
-                .is_success()
-        })
-        .await;
+        self.miaw
+            .accept_when_created(running.conversation, "Jane", WAIT)
+            .await;
         eventually(WAIT, "the Flow got `active`", || async {
             self.calls(session).await.iter().any(|c| {
                 c["kind"] == "inject" && c["body"]["data"]["handover"]["status"] == "active"

@@ -24,22 +24,8 @@ async fn with_agent(miaw: &Miaw, config: SessionConfig) -> Running {
         driver::request(HandoverSettings::default()),
         config,
     );
-    let accept = format!(
-        "{}/control/conversations/{}/accept",
-        miaw.sandbox.url(),
-        running.conversation
-    );
-    eventually(WAIT, "the agent accepted", || async {
-        let response = miaw
-            .http
-            .post(&accept)
-            .json(&json!({ "agent": "Jane" }))
-            .send()
-            .await
-            .unwrap();
-        response.status().is_success()
-    })
-    .await;
+    miaw.accept_when_created(running.conversation, "Jane", WAIT)
+        .await;
     eventually(WAIT, "the Flow knows the agent is there", || async {
         running.bot.active()
     })

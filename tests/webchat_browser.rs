@@ -83,22 +83,10 @@ async fn the_webchat_renders_and_hands_a_customer_over_in_headless_chromium() {
         .as_str()
         .unwrap()
         .to_owned();
-    let accept = format!(
-        "{}/control/conversations/{conversation}/accept",
-        bridge.miaw.sandbox.url()
-    );
-    eventually(WAIT, "the agent accepted", || async {
-        bridge
-            .http
-            .post(&accept)
-            .json(&json!({ "agent": "Jane" }))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .is_success()
-    })
-    .await;
+    bridge
+        .miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
     bridge
         .miaw
         .act(

@@ -93,6 +93,26 @@ impl Miaw {
         response.json().await.unwrap()
     }
 
+    /// Has an agent accept `conversation` as soon as it exists at the sandbox (the bridge
+    /// creates it asynchronously).
+    pub async fn accept_when_created(
+        &self,
+        conversation: impl std::fmt::Display,
+        agent: &str,
+        limit: Duration,
+    ) {
+        let url = format!(
+            "{}/control/conversations/{conversation}/accept",
+            self.sandbox.url()
+        );
+        let body = json!({ "agent": agent });
+        eventually(limit, "the agent accepted", || async {
+            let response = self.http.post(&url).json(&body).send().await.unwrap();
+            response.status().is_success()
+        })
+        .await;
+    }
+
     /// A guest token and a new conversation created with it.
     pub async fn guest_conversation(
         &self,
