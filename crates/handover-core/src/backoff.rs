@@ -7,6 +7,7 @@ use crate::settings::RetryPolicy;
 /// SplitMix64: tiny, fast and good enough for spreading retries. Seeded from the conversation
 /// id, so a session's jitter is reproducible in tests and after a restart.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct Jitter(u64);
 
 impl Jitter {

@@ -11,6 +11,7 @@ use crate::salesforce::{
 
 /// A message the user sent during the handover.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct UserMessage {
     /// The bot platform's message id. Outbound ids derive from it, and a repeated id is
     /// sent once.
@@ -23,6 +24,7 @@ pub struct UserMessage {
 
 /// One delivery to the bot platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum BotDelivery {
     /// To the user, without running the Flow (Cognigy Notify).
     Notify(Notification),
@@ -38,6 +40,7 @@ pub enum BotDelivery {
 
 /// Something the user should see.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Notification {
     /// A message from the agent, a Salesforce bot or Salesforce's automated messages.
     Agent(AgentMessage),
@@ -52,6 +55,7 @@ pub enum Notification {
 
 /// A relayed agent message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct AgentMessage {
     /// The Salesforce entry; also the stable message id the user's channel can de-duplicate on.
     pub entry: EntryId,
@@ -65,6 +69,7 @@ pub struct AgentMessage {
 
 /// A handover status for the Flow, mirroring Cognigy's `input.handover`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StatusUpdate {
     /// A stable id (the same across retries of this update).
     pub key: String,
@@ -74,6 +79,7 @@ pub struct StatusUpdate {
 
 /// Cognigy's handover status vocabulary.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum HandoverStatus {
     /// `queue`: position and wait, or the alternative text.
     Queue(QueueUpdate),
@@ -90,6 +96,7 @@ pub enum HandoverStatus {
 
 /// A queue update.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct QueueUpdate {
     /// Position in the queue.
     pub position: Option<u32>,
@@ -101,6 +108,7 @@ pub struct QueueUpdate {
 
 /// How a handover ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Outcome {
     /// Why.
     pub reason: EndReason,
@@ -122,6 +130,7 @@ impl Outcome {
 
 /// The terminal statuses.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum TerminalStatus {
     /// `completed`.
     Completed,
@@ -144,6 +153,7 @@ impl TerminalStatus {
 
 /// Why a handover ended (scenarios.md).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EndReason {
     /// The agent ended the messaging session.
     AgentEnded,
@@ -202,6 +212,7 @@ impl fmt::Display for EndReason {
 /// replies and the close are never forwarded (the first go to the user, the second ends the
 /// handover); typing never is (billing).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ProviderEvent {
     /// A routing result.
     Routing {
@@ -246,6 +257,7 @@ pub enum ProviderEvent {
 
 /// Why a delivery to the bot platform failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum DeliveryFailure {
     /// Timeout, connection failure, 5xx. Retried; later deliveries wait behind it.
     #[error("transient failure: {0}")]

@@ -7,6 +7,7 @@ use crate::time::Timestamp;
 
 /// A set that remembers the last `capacity` values inserted.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct RecentSet<T: Ord + Clone> {
     capacity: usize,
     order: VecDeque<T>,
@@ -50,6 +51,7 @@ impl<T: Ord + Clone> RecentSet<T> {
 /// evicted at that millisecond, so a real entry that shares a millisecond with an evicted one
 /// is never mistaken for it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct EntryDedupe {
     recent: RecentSet<(EntryId, Option<Timestamp>)>,
     ids: BTreeSet<EntryId>,

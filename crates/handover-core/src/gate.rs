@@ -8,6 +8,7 @@ use crate::ids::{HandoverId, RequestId};
 /// of an earlier request, or a conflict with the handover that is still live. One `StartGate`
 /// per Cognigy session (userId + sessionId); one [`Session`](crate::Session) per handover.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct StartGate {
     live: Option<HandoverId>,
     /// Recent requests and the handover each one started, newest last.

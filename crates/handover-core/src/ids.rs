@@ -54,6 +54,7 @@ macro_rules! uuid_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal) => {
         $(#[$doc])*
         #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
         pub struct $name(Uuid);
 
         impl $name {
@@ -104,6 +105,11 @@ uuid_id!(
 /// it identifies, so that a retry or a replay after a crash reuses the same id and Salesforce
 /// never sees the same message twice.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct ClientEntryId(Uuid);
 
 impl ClientEntryId {
@@ -150,7 +156,26 @@ macro_rules! string_id {
     ($(#[$doc:meta])* $name:ident, $kind:literal, $max:expr) => {
         $(#[$doc])*
         #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        #[cfg_attr(
+            feature = "serde",
+            derive(serde::Serialize, serde::Deserialize),
+            serde(try_from = "String", into = "String")
+        )]
         pub struct $name(String);
+
+        impl TryFrom<String> for $name {
+            type Error = IdError;
+
+            fn try_from(value: String) -> Result<Self, IdError> {
+                Self::new(value)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(id: $name) -> String {
+                id.0
+            }
+        }
 
         impl $name {
             /// Accepts any non-empty value up to the length limit.
@@ -217,6 +242,11 @@ string_id!(
 /// Correlates a command with the input that reports its result. Unique within a session,
 /// never reused (a retry is a new call with the same idempotency ids inside).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct CallId(u64);
 
 impl CallId {

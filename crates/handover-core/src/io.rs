@@ -9,6 +9,7 @@ use crate::salesforce::{
 /// Something that happened: a request from the bot side, the result of a command, a stream
 /// event, or the passing of time. Variants are past-tense facts.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Input {
     /// The handover was accepted; begin. Sent once, first.
     Start,
@@ -51,22 +52,32 @@ pub enum Input {
     /// The deadline from [`Session::poll_timeout`](crate::Session::poll_timeout) passed.
     /// Calling early is harmless: nothing that is not due fires.
     Timeout,
+    /// The session was restored from storage in a new process (a restart, or a takeover by
+    /// another instance). Connections of the old process are gone: the session reopens its
+    /// event stream from the last event id and backfills. Calls in flight keep waiting for
+    /// their results: re-run their commands from the outbox (they carry the same idempotency
+    /// ids), except `OpenStream` and `CloseStream`, which are about the old connection.
+    Resumed,
 }
 
 /// Something to do. Variants are imperatives. Execute every command returned by one
 /// [`Session::handle`](crate::Session::handle) call in order; results come back as inputs.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Command {
     /// Call Salesforce.
     Salesforce(SalesforceCall),
     /// Deliver to the bot platform.
     Bot(BotCall),
-    /// Count this (a metric, and a log line in the app). Needs no result.
+    /// Count this (a metric, and a log line in the app). Needs no result. Never stored:
+    /// serializing it is an error, so a store keeps only the commands that act.
+    #[cfg_attr(feature = "serde", serde(skip))]
     Record(Observation),
 }
 
 /// One Salesforce call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SalesforceCall {
     /// Echo this in [`Input::Salesforce`] or [`Input::Stream`].
     pub id: CallId,
@@ -78,6 +89,7 @@ pub struct SalesforceCall {
 
 /// One delivery to the bot platform.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BotCall {
     /// Echo this in [`Input::Bot`].
     pub id: CallId,
@@ -131,6 +143,8 @@ pub enum Observation {
         /// How many were new.
         new_entries: usize,
     },
+    /// The session was restored from storage in a new process.
+    Resumed,
     /// A verified user's token was renewed.
     TokenRenewed,
     /// A continuation token replaced a rejected token.
@@ -174,4 +188,6 @@ pub enum ReconnectReason {
     Unauthorized,
     /// The token was renewed.
     NewToken,
+    /// The session was restored in a new process.
+    Resumed,
 }

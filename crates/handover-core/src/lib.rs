@@ -115,10 +115,27 @@ issues one within a safety margin of that expiry: no call carries a token known 
   back, and after the retry budget the handover ends with `error` and the deliveries are kept
   ([`Session::failed_bot_deliveries`]).
 
+# Persistence and restarts
+
+With the `serde` feature, a [`Session`], its [`Input`]s and its [`Command`]s (all but
+[`Command::Record`], which is never stored) serialize with serde, in any format the embedder
+picks. A durable driver stores the session together with the commands one `handle` call
+returned (an outbox) in one transaction, marks a command done in the same transaction as the
+input that reports its result, and after a restart:
+
+1. loads the session and feeds [`Input::Resumed`]: the old connections are gone, so the
+   session reopens its stream from the last event id (which it stored) and backfills;
+2. runs the outbox's pending commands again, except `OpenStream` and `CloseStream`; they carry
+   the same call ids and idempotency ids, so results find their calls and Salesforce and the
+   bot platform see nothing twice. The token is reused: nothing is minted again.
+
+A serialized session holds the access token in plain text; encrypt it at rest.
+
 # Crate features
 
 - `sim`: a deterministic simulation of Salesforce and the bot platform ([`sim`]), for tests of
   this crate and of anything that embeds it.
+- `serde`: `Serialize` and `Deserialize` for sessions, inputs and commands.
 */
 
 #![warn(missing_docs)]

@@ -11,6 +11,7 @@ use crate::time::Timestamp;
 /// consecutive sends span at least `window`: no rolling window of that length holds more than
 /// `max` of them.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct Pacer {
     max: usize,
     window: Duration,

@@ -57,6 +57,7 @@ pub trait EventStream: Send {
 /// Where the bot platform takes deliveries for one conversation (Cognigy: the Endpoint URL,
 /// the URL token and the user and session ids).
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct BotAddress {
     /// The Endpoint's base URL.
     pub endpoint_url: String,

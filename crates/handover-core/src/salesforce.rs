@@ -10,6 +10,7 @@ use crate::time::Timestamp;
 
 /// A participant role (`sender.role`, `participant.role`).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Role {
     /// The customer (us). Entries from this role are echoes of what the bridge sent.
     EndUser,
@@ -39,6 +40,7 @@ impl Role {
 
 /// Who wrote an entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Sender {
     /// The role.
     pub role: Role,
@@ -50,6 +52,7 @@ pub struct Sender {
 
 /// One conversation entry, from the stream or from the entries list.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ConversationEntry {
     /// The conversation it belongs to (one stream carries every conversation of the subject).
     pub conversation_id: ConversationId,
@@ -65,6 +68,7 @@ pub struct ConversationEntry {
 
 /// The parsed `entryPayload`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum EntryPayload {
     /// `Message`.
     Message(MessageContent),
@@ -114,6 +118,7 @@ pub enum EntryPayload {
 
 /// The content of a message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MessageContent {
     /// `StaticContentMessage` / `Text`.
     Text(String),
@@ -168,6 +173,7 @@ impl MessageContent {
 
 /// A file attached to an agent message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Attachment {
     /// File name.
     pub name: String,
@@ -179,6 +185,7 @@ pub struct Attachment {
 
 /// How choices are shown.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ChoiceStyle {
     /// `Buttons`.
     Buttons,
@@ -190,6 +197,7 @@ pub enum ChoiceStyle {
 
 /// One choice.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ChoiceOption {
     /// `optionIdentifier`.
     pub id: Option<String>,
@@ -199,6 +207,7 @@ pub struct ChoiceOption {
 
 /// One change in a `ParticipantChanged` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct ParticipantChange {
     /// `add`, `remove`, `update`.
     pub operation: ParticipantOperation,
@@ -212,6 +221,7 @@ pub struct ParticipantChange {
 
 /// `operation` of a participant change.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum ParticipantOperation {
     /// Joined.
     Add,
@@ -225,6 +235,7 @@ pub enum ParticipantOperation {
 
 /// A `RoutingResult` entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RoutingResult {
     /// `routingType`.
     pub routing_type: RoutingType,
@@ -236,6 +247,7 @@ pub struct RoutingResult {
 
 /// `routingType`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RoutingType {
     /// The first routing after the conversation was created.
     Initial,
@@ -247,6 +259,7 @@ pub enum RoutingType {
 
 /// A routing failure.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RoutingFailure {
     /// `failureType`: `Unknown`, `SubmissionError`, `RoutingError`, `Cancelled`, …
     pub kind: String,
@@ -256,6 +269,7 @@ pub struct RoutingFailure {
 
 /// `sessionStatus`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SessionStatus {
     /// `New`.
     New,
@@ -273,6 +287,7 @@ pub enum SessionStatus {
 
 /// The conversation's `routingStatus` (GET conversation).
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum RoutingStatus {
     /// `ROUTED`.
     Routed,
@@ -288,6 +303,7 @@ pub enum RoutingStatus {
 
 /// Who the token belongs to, from `context.endUser.subject`.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Subject {
     /// `v2/iamessage/AUTH/…`: a verified user.
     Verified(String),
@@ -298,6 +314,7 @@ pub enum Subject {
 
 /// A token as Salesforce issued it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct IssuedToken {
     /// The bearer token.
     pub token: AccessToken,
@@ -311,6 +328,7 @@ pub struct IssuedToken {
 
 /// A token together with its expiry, as carried by every command that uses it.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Credential {
     /// The bearer token.
     pub token: AccessToken,
@@ -320,6 +338,7 @@ pub struct Credential {
 
 /// Which access-token flow to use.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum MintKind {
     /// Unauthenticated (guest) access token.
     Guest,
@@ -329,6 +348,7 @@ pub enum MintKind {
 
 /// A message from the user to the agent.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct OutboundMessage {
     /// The client message id; stable across retries.
     pub id: ClientEntryId,
@@ -338,6 +358,7 @@ pub struct OutboundMessage {
 
 /// The body of an outbound message.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum OutboundBody {
     /// A text message.
     Text(String),
@@ -347,6 +368,7 @@ pub enum OutboundBody {
 
 /// A file the user sent, by URL.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct FileRef {
     /// Where the adapter downloads it from.
     pub url: String,
@@ -360,6 +382,7 @@ pub struct FileRef {
 
 /// A delivery or read receipt the bridge sends for an agent entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Acknowledgement {
     /// The receipt's own client id.
     pub id: ClientEntryId,
@@ -371,6 +394,7 @@ pub struct Acknowledgement {
 
 /// Kind of receipt.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum AcknowledgementKind {
     /// `Delivery`.
     Delivered,
@@ -381,6 +405,7 @@ pub enum AcknowledgementKind {
 /// One request to Salesforce. The adapter makes exactly one attempt and reports the outcome;
 /// retries are the core's decision, so that pacing and ordering see every attempt.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SalesforceRequest {
     /// Mint an access token (no credential).
     MintToken(MintKind),
@@ -451,6 +476,7 @@ pub enum SalesforceRequest {
 
 /// A successful response.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SalesforceResponse {
     /// For `MintToken` and `ContinueToken`.
     Token(IssuedToken),
@@ -466,6 +492,7 @@ pub enum SalesforceResponse {
 
 /// Why a Salesforce call failed, grouped by what the core does about it.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum CallFailure {
     /// A timeout, a connection failure or a 5xx. Retried with the same ids.
     #[error("transient failure: {0}")]
@@ -519,6 +546,7 @@ impl CallFailure {
 
 /// Something that happened on the event stream opened by an `OpenStream` call.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum StreamEvent {
     /// The stream is connected.
     Opened,
@@ -552,6 +580,7 @@ pub enum StreamEvent {
 
 /// Why a stream ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum StreamClosed {
     /// The connection dropped or could not be made.
     Dropped,

@@ -9,7 +9,10 @@ use std::fmt;
 macro_rules! secret {
     ($(#[$doc:meta])* $name:ident) => {
         $(#[$doc])*
+        ///
+        /// With the `serde` feature it serializes as the plain value, for encrypted storage.
         #[derive(Clone, PartialEq, Eq)]
+        #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize), serde(transparent))]
         pub struct $name(String);
 
         impl $name {

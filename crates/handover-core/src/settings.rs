@@ -15,6 +15,7 @@ use crate::transcript::TranscriptTurn;
 /// are the channel parameter names an admin mapped to Omni-Channel flow variables; values are
 /// strings because flow variables are text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RoutingAttributes(BTreeMap<String, String>);
 
 impl RoutingAttributes {
@@ -65,6 +66,7 @@ impl<K: Into<String>, V: Into<String>> FromIterator<(K, V)> for RoutingAttribute
 /// Real-time queue notifications ("Get Queue Position", "Get Estimated Wait Time",
 /// "Alternative Update"). All off by default.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct QueueSettings {
     /// Report the queue position.
     pub position: bool,
@@ -76,6 +78,7 @@ pub struct QueueSettings {
 
 /// The "Alternative Update" of the queue settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct QueueAlternative {
     /// "Maximum Queue Position".
     pub max_position: Option<u32>,
@@ -88,6 +91,7 @@ pub struct QueueAlternative {
 /// The Salesforce MIAW settings of one handover, named after the Cognigy node settings
 /// (cognigy.md §3.2). `Default` gives Cognigy's defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HandoverSettings {
     /// "Send Transcript as first message". Default off.
     pub send_transcript: bool,
@@ -138,6 +142,7 @@ impl Default for HandoverSettings {
 /// Everything needed to start one handover. The ids are chosen by the caller (the core has no
 /// randomness): a fresh handover id and a fresh lowercase UUID v4 conversation id.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct HandoverRequest {
     /// The bridge's id for this handover.
     pub handover_id: HandoverId,
@@ -171,6 +176,11 @@ impl HandoverRequest {
 /// The Agent Copilot URL handed to the agent's console:
 /// `https://{base}/?userId=…&sessionId=…&URLToken=…`.
 #[derive(Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct CopilotUrl(String);
 
 /// Why a Copilot URL could not be built.
@@ -268,6 +278,7 @@ impl fmt::Debug for CopilotUrl {
 /// Retries of a failing call: exponential backoff with jitter, and a budget after which the
 /// failure is final.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct RetryPolicy {
     /// The first delay.
     pub initial: Duration,
@@ -280,6 +291,7 @@ pub struct RetryPolicy {
 /// The operator's tuning of the bridge, the same for every handover of a deployment.
 /// `Default` gives the documented defaults.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct SessionConfig {
     /// How long after the access token expires the bridge still waits for a renewed token
     /// before it ends the handover (`SALESFORCE_MIAW_ACCESS_TOKEN_GRACE_PERIOD`, default 30 min).

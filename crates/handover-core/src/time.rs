@@ -20,6 +20,11 @@ use std::time::Duration;
 /// steps do not make time jump). The session clamps any step backwards to the latest time it has
 /// seen, so a backwards step can delay a timer but never fires one early or reorders anything.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+#[cfg_attr(
+    feature = "serde",
+    derive(serde::Serialize, serde::Deserialize),
+    serde(transparent)
+)]
 pub struct Timestamp(u64);
 
 impl Timestamp {

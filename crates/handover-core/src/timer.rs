@@ -5,6 +5,7 @@ use crate::time::Timestamp;
 /// Why the session wants to be woken up. [`Session::poll_timeout`](crate::Session::poll_timeout)
 /// returns the earliest deadline with its reason.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Timer {
     /// Retry a failed token, conversation or close call.
     ControlRetry,
@@ -65,6 +66,7 @@ impl Timer {
 
 /// One optional deadline per [`Timer`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub(crate) struct TimerTable([Option<Timestamp>; Timer::ALL.len()]);
 
 impl TimerTable {

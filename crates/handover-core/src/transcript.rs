@@ -2,6 +2,7 @@
 
 /// Who spoke a transcript turn.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Speaker {
     /// The customer.
     User,
@@ -11,6 +12,7 @@ pub enum Speaker {
 
 /// One turn of the conversation between the customer and the bot before the handover.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct TranscriptTurn {
     /// Who said it.
     pub speaker: Speaker,

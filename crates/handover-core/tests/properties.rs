@@ -65,10 +65,15 @@ enum Step {
     UnknownEvent,
     MalformedEvent,
     FailSend(SendFault),
-    FailBot { rejected: bool },
+    FailBot {
+        rejected: bool,
+    },
     FailRoutingStatus,
     UserCancels,
     FlowCloses,
+    /// The bridge restarts: the session goes through a JSON round trip, the stream
+    /// connection is lost, and the session is told that it resumed.
+    Restart,
     Advance(Duration),
 }
 
@@ -138,6 +143,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => Just(Step::FailRoutingStatus),
         1 => Just(Step::UserCancels),
         1 => Just(Step::FlowCloses),
+        2 => Just(Step::Restart),
         10 => advance.prop_map(Step::Advance),
     ]
 }
@@ -154,6 +160,8 @@ struct Reference {
     routing_failed: bool,
     agent_left: bool,
     token_trouble: bool,
+    /// Identity tokens stopped verifying: a verified user's token cannot be renewed.
+    identity_stopped: bool,
     failures_injected: bool,
 }
 
@@ -248,7 +256,10 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
                 reference.token_trouble = true;
                 sim.salesforce.revoke_all_tokens();
             }
-            Step::IdentityStopsWorking => sim.salesforce.identity_accepted = false,
+            Step::IdentityStopsWorking => {
+                reference.identity_stopped = true;
+                sim.salesforce.identity_accepted = false;
+            }
             Step::ReplayDuplicates(count) => sim.replay_duplicates(count),
             Step::UnknownEvent => sim.stream_unknown_event("CONVERSATION_NEW_THING"),
             Step::MalformedEvent => sim.stream_malformed_event(),
@@ -321,6 +332,7 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
                     );
                 }
             }
+            Step::Restart => sim.restart(round_trip),
             Step::Advance(duration) => sim.advance(duration),
         }
         check(&sim, &reference, &setup)?;
@@ -334,6 +346,17 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
     let listings_before = sim.salesforce.listings;
     sim.advance(Duration::from_secs(3 * 60));
     check(&sim, &reference, &setup)?;
+    // Liveness: a handover that is still live after a quiet quarter of an hour has its stream
+    // (not only the safety poll), whatever restarts and drops happened. Unless its token is
+    // refused or cannot be renewed: then it only waits for the grace period.
+    let token_usable = !reference.token_trouble && !reference.identity_stopped;
+    if token_usable && !matches!(sim.session.phase(), Phase::Ending | Phase::Ended) {
+        prop_assert!(
+            sim.salesforce.stream_connected(),
+            "a live handover keeps its stream connected (phase {:?})",
+            sim.session.phase()
+        );
+    }
     check_nothing_lost(
         &sim,
         &reference,
@@ -345,6 +368,19 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
         prop_assert_eq!(terminal_keys(&sim).len(), 1, "exactly one terminal status");
     }
     Ok(())
+}
+
+/// What a store does to a session: serialize it, and read it back in another process. The
+/// restored session must serialize to the same bytes.
+fn round_trip(session: &Session) -> Session {
+    let stored = serde_json::to_string(session).expect("a session serializes");
+    let restored: Session = serde_json::from_str(&stored).expect("a stored session reads back");
+    assert_eq!(
+        serde_json::to_string(&restored).expect("serializes again"),
+        stored,
+        "the round trip loses nothing"
+    );
+    restored
 }
 
 fn is_relayable(entry: &ConversationEntry) -> bool {

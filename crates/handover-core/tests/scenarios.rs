@@ -1450,6 +1450,50 @@ fn s40_a_malformed_event_is_counted_and_the_entry_recovered_by_backfill() {
 }
 
 #[test]
+fn s42_a_restart_keeps_the_token_and_reopens_the_stream_from_the_last_event_id() {
+    let mut sim = with_agent(|_| {});
+    sim.agent_says("before the restart");
+    sim.user_says("Are you there?");
+    let mints_before = mints(&sim);
+    sim.take_log();
+    sim.restart(|session| {
+        let stored = serde_json::to_vec(session).unwrap();
+        serde_json::from_slice(&stored).unwrap()
+    });
+    sim.agent_says("after the restart");
+    expect![[r#"
+        0:00:00 restart
+        0:00:00 > resumed after a restart
+        0:00:00 < record resumed
+        0:00:00 < record stream-reconnect Resumed
+        0:00:00 < sf#8 open-stream after 6 [t1]
+        0:00:00 > stream#8 opened
+        0:00:00 < sf#9 list-entries [t1]
+        0:00:00 > sf#9 6 entries
+        0:00:00 > stream#8 e7 Agent(Jane) message "after the restart"
+        0:00:00 < bot#10 notify "after the restart" from Agent(Jane)
+        0:00:00 > bot#10 ok
+        0:00:00 < sf#11 acknowledge delivered e7 [t1]
+        0:00:00 > sf#11 ok
+    "#]]
+    .assert_eq(&sim.take_log());
+    assert_eq!(mints(&sim), mints_before, "no token is minted again");
+    assert_eq!(
+        sim.bot.texts(),
+        vec!["before the restart", "after the restart"]
+    );
+    assert_eq!(texts_sent(&sim), vec!["Are you there?"]);
+}
+
+fn mints(sim: &Sim) -> usize {
+    sim.salesforce
+        .requests
+        .iter()
+        .filter(|r| matches!(r, SalesforceRequest::MintToken(_)))
+        .count()
+}
+
+#[test]
 fn s41_a_failing_notify_is_retried_and_later_messages_wait_behind_it() {
     let mut sim = with_agent(|_| {});
     sim.bot

@@ -22,6 +22,7 @@ use crate::transcript;
 
 /// Where a handover stands. Waiting phases are named after what they wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum Phase {
     /// Created; waiting for [`Input::Start`].
     Requested,
@@ -75,6 +76,7 @@ impl Phase {
 /// One handover: a pure state machine with inputs in, commands out and time passed in.
 /// See the crate documentation for the driving contract.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub struct Session {
     config: SessionConfig,
     request: HandoverRequest,
@@ -111,6 +113,7 @@ pub struct Session {
 
 /// What a call in flight was for.
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Pending {
     Mint {
         renewal: bool,
@@ -136,6 +139,7 @@ enum Pending {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum RetryOp {
     Mint { renewal: bool },
     Continue,
@@ -144,6 +148,7 @@ enum RetryOp {
 }
 
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct TokenState {
     current: Option<Token>,
     /// The token was refused (401) before its expiry; waiting for a continuation or renewal.
@@ -155,6 +160,7 @@ struct TokenState {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Token {
     credential: Credential,
     subject: Subject,
@@ -163,6 +169,7 @@ struct Token {
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum ConversationState {
     NotCreated,
     /// A create call is in flight. If the handover ends meanwhile, the conversation is
@@ -174,6 +181,7 @@ enum ConversationState {
 }
 
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct StreamState {
     connection: Connection,
     /// Reconnects since the stream was last open.
@@ -182,6 +190,7 @@ struct StreamState {
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Connection {
     #[default]
     Closed,
@@ -200,6 +209,7 @@ impl Connection {
 
 /// Messages toward Salesforce: one at a time, in order, paced.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Outbound {
     ready: VecDeque<OutboundItem>,
     /// User messages held until an agent joins (forward-while-queued off).
@@ -210,6 +220,7 @@ struct Outbound {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct OutboundItem {
     message: OutboundMessage,
     /// For a file: the link message sent instead if Salesforce refuses the upload.
@@ -221,6 +232,7 @@ struct OutboundItem {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 enum Origin {
     Transcript,
     User(BotMessageId),
@@ -229,6 +241,7 @@ enum Origin {
 
 /// Deliveries to the bot platform: one at a time, in order.
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct BotLane {
     ready: VecDeque<BotItem>,
     in_flight: Option<(CallId, BotItem)>,
@@ -239,6 +252,7 @@ struct BotLane {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct BotItem {
     delivery: BotDelivery,
     /// The agent entry to acknowledge as delivered once this succeeds.
@@ -246,6 +260,7 @@ struct BotItem {
 }
 
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Agents {
     present: BTreeMap<String, Option<String>>,
     ever_joined: bool,
@@ -259,6 +274,7 @@ struct Agents {
 }
 
 #[derive(Clone, Debug, Default)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct QueueState {
     position: Option<u32>,
     wait: Option<Duration>,
@@ -267,6 +283,7 @@ struct QueueState {
 
 /// A backfill under way: the pages listed so far, newest page first.
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Backfill {
     call: CallId,
     /// The handover ends once this backfill is relayed.
@@ -280,6 +297,7 @@ struct Backfill {
 }
 
 #[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Ending {
     reason: crate::bot::EndReason,
     detail: Option<String>,
@@ -352,6 +370,7 @@ impl Session {
             Input::Stream { stream, event } => self.on_stream(&mut out, now, stream, event),
             Input::Bot { call, result } => self.on_bot_result(&mut out, now, call, result),
             Input::Timeout => self.on_timeout(&mut out, now),
+            Input::Resumed => self.on_resumed(&mut out, now),
         }
         out
     }

@@ -474,6 +474,19 @@ impl Session {
             .set(Timer::StreamWatchdog, now + self.config.stream_watchdog);
     }
 
+    /// Restored in a new process: the old connection is gone. A stream that was open or
+    /// opening is reopened from the last event id (its `Opened` then triggers a backfill); a
+    /// stream waiting for its reconnect timer keeps waiting.
+    pub(super) fn on_resumed(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        record(out, Observation::Resumed);
+        let had_stream = self.stream.connection != Connection::Closed;
+        self.stream.connection = Connection::Closed;
+        self.timers.clear(Timer::StreamWatchdog);
+        if had_stream && self.phase.is_live() {
+            self.open_stream(out, now, Some(ReconnectReason::Resumed));
+        }
+    }
+
     pub(super) fn close_stream(&mut self, out: &mut Vec<Command>) {
         self.timers.clear(Timer::StreamWatchdog);
         self.timers.clear(Timer::StreamReconnect);

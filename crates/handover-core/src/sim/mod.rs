@@ -414,6 +414,23 @@ impl Sim {
         }
     }
 
+    /// The bridge restarts, or another instance takes the handover over: the session is
+    /// restored with `restore` (a store's round trip), the old process's stream connection is
+    /// gone, and the session is told that it resumed. Results of calls that were in flight
+    /// still arrive, as they do when the outbox runs those commands again.
+    pub fn restart(&mut self, restore: impl FnOnce(&Session) -> Session) {
+        self.session = restore(&self.session);
+        self.log_line("restart".to_owned());
+        if let Some(old) = self.salesforce.stream.take() {
+            self.pending.retain(
+                |_, input| !matches!(input, Input::Stream { stream, .. } if *stream == old),
+            );
+        }
+        self.salesforce.silent = false;
+        self.next_ping = None;
+        self.input(Input::Resumed);
+    }
+
     /// The stream stays connected but goes silent: no events, no pings.
     pub fn silence_stream(&mut self) {
         self.salesforce.silent = true;

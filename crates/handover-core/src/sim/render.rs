@@ -158,6 +158,7 @@ pub(super) fn input(input: &Input, epoch: Timestamp, salesforce: &FakeSalesforce
         Input::UserDisconnected => "user leaves".to_owned(),
         Input::UserTyping { on } => format!("user typing {}", if *on { "on" } else { "off" }),
         Input::UserCancelled => "user cancels".to_owned(),
+        Input::Resumed => "resumed after a restart".to_owned(),
         Input::FlowClosed => "flow closes".to_owned(),
         Input::Salesforce { call, result } => {
             let outcome = match result {
@@ -355,6 +356,7 @@ fn observation(observation: &Observation) -> String {
         Observation::StreamReconnect { reason } => format!("stream-reconnect {reason:?}"),
         Observation::Backfilled { new_entries } => format!("backfilled {new_entries}"),
         Observation::BackfillIncomplete => "backfill-incomplete".to_owned(),
+        Observation::Resumed => "resumed".to_owned(),
         Observation::TokenRenewed => "token-renewed".to_owned(),
         Observation::TokenContinued => "token-continued".to_owned(),
         Observation::TokenUnusable => "token-unusable".to_owned(),

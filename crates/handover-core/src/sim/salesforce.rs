@@ -123,6 +123,11 @@ pub struct FakeSalesforce {
 }
 
 impl FakeSalesforce {
+    /// Whether a stream is connected.
+    pub fn stream_connected(&self) -> bool {
+        self.stream.is_some()
+    }
+
     /// A server for `conversation_id`.
     pub fn new(conversation_id: ConversationId) -> Self {
         Self {
