@@ -15,7 +15,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::bot::{BotDelivery, DeliveryFailure};
-use crate::ids::{CallId, EventId, HandoverId};
+use crate::gate::Admission;
+use crate::ids::{CallId, EventId, HandoverId, RequestId};
 use crate::io::{Command, Input};
 use crate::salesforce::{
     CallFailure, Credential, SalesforceRequest, SalesforceResponse, StreamEvent,
@@ -123,6 +124,29 @@ pub struct StoredHandover {
     pub version: Version,
 }
 
+/// One write of a session's progress: the new state, the commands it produced, and what it
+/// consumed, in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct Commit<'a> {
+    /// The new state.
+    pub session: &'a Session,
+    /// The version the state was loaded at; a newer stored version refuses the write.
+    pub expected: Version,
+    /// The writer's lease; a newer lease refuses the write.
+    pub fencing: FencingToken,
+    /// The commands the `handle` calls since the last commit returned, in order. They are
+    /// stored as pending (an outbox); [`Command::Record`] is not stored.
+    pub outbox: &'a [Command],
+    /// Commands whose results were fed to the session since the last commit: no longer
+    /// pending.
+    pub done: &'a [CallId],
+    /// The inbox was applied up to and including this position.
+    pub inbox_through: Option<u64>,
+    /// When the write happens (recorded as the end time once the session is finished, for
+    /// retention).
+    pub now: Timestamp,
+}
+
 /// Why a store operation failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum StoreError {
@@ -138,69 +162,81 @@ pub enum StoreError {
     /// No such session.
     #[error("no handover {0}")]
     NotFound(HandoverId),
+    /// The handover has ended; it takes no more input.
+    #[error("handover {0} has ended")]
+    Ended(HandoverId),
     /// The store could not be reached or failed.
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// Stored data could not be read (for example a missing encryption key).
+    /// Stored data could not be read (for example a missing or wrong encryption key).
     #[error("stored data is unreadable: {0}")]
     Corrupt(String),
 }
 
 /// Durable sessions, a transactional outbox, a per-session inbox, and leases.
+///
+/// The contract, for every implementation (memory, SQLite, PostgreSQL):
+/// - a session is written only with the version it was read at and the current lease's
+///   fencing token;
+/// - the commands a write carries are pending until a later write lists them as done;
+/// - inputs appended by any instance are kept in order until a write says they were applied;
+/// - one start request per Cognigy session is admitted at a time ([`StartGate`] rules), and
+///   the gate opens again once a write shows the handover finished.
+///
+/// [`StartGate`]: crate::StartGate
 #[async_trait]
 pub trait SessionStore: Send + Sync {
-    /// Stores a new handover.
-    async fn create(&self, session: &Session, address: &BotAddress) -> Result<Version, StoreError>;
+    /// Admits a start request for the address's Cognigy session (user id and session id) by
+    /// the [`StartGate`](crate::StartGate) rules, and stores the session if it is new.
+    async fn admit(
+        &self,
+        request: &RequestId,
+        session: &Session,
+        address: &BotAddress,
+    ) -> Result<Admission, StoreError>;
 
     /// Loads a handover.
     async fn load(&self, id: HandoverId) -> Result<Option<StoredHandover>, StoreError>;
 
-    /// Writes the new state and the commands it produced in one transaction, if the stored
-    /// version is still `expected` and `fencing` is the current lease's token.
-    async fn commit(
-        &self,
-        session: &Session,
-        expected: Version,
-        fencing: FencingToken,
-        outbox: &[Command],
-    ) -> Result<Version, StoreError>;
+    /// Writes a session's progress in one transaction (see [`Commit`]). Returns the new
+    /// version.
+    async fn commit(&self, commit: Commit<'_>) -> Result<Version, StoreError>;
 
-    /// Commands committed but not yet marked done, in order: what to run again after a crash.
+    /// Commands stored but not yet done, in order: what to run again after a restart.
     async fn pending_commands(&self, id: HandoverId) -> Result<Vec<Command>, StoreError>;
 
-    /// Marks a command executed.
-    async fn command_done(&self, id: HandoverId, call: CallId) -> Result<(), StoreError>;
+    /// Appends an input from any instance (user messages, presence, cancel, close). Durable
+    /// when this returns. Returns its position in the session's inbox.
+    async fn append_input(&self, id: HandoverId, input: &Input) -> Result<u64, StoreError>;
 
-    /// Appends an input from any instance (user messages, presence, cancel, close) before the
-    /// API answers.
-    async fn append_input(&self, id: HandoverId, input: &Input) -> Result<(), StoreError>;
+    /// The inputs not yet applied, oldest first, with their positions.
+    async fn pending_inputs(&self, id: HandoverId) -> Result<Vec<(u64, Input)>, StoreError>;
 
-    /// Removes and returns the inputs waiting for the lease holder, oldest first.
-    async fn take_inputs(
-        &self,
-        id: HandoverId,
-        fencing: FencingToken,
-    ) -> Result<Vec<Input>, StoreError>;
-
-    /// Takes the lease if it is free or lapsed. `None` if someone else holds it.
+    /// Takes the lease if it is free or lapsed at `now`. `None` if someone else holds it.
+    /// Every new holder gets a larger fencing token than any before.
     async fn acquire_lease(
         &self,
         id: HandoverId,
         owner: &str,
+        now: Timestamp,
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError>;
 
-    /// Extends a held lease.
+    /// Extends a held lease. [`StoreError::Fenced`] if it is no longer held.
     async fn renew_lease(
         &self,
         id: HandoverId,
         lease: &Lease,
+        now: Timestamp,
         ttl: Duration,
     ) -> Result<Lease, StoreError>;
 
     /// Gives the lease up at once (graceful shutdown).
     async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError>;
 
-    /// Deletes handovers that ended before `before`. Returns how many.
+    /// Handovers that have not finished, oldest first: what the instances share out.
+    async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError>;
+
+    /// Deletes handovers that finished before `before`. Returns how many.
     async fn purge_ended(&self, before: Timestamp) -> Result<u64, StoreError>;
 }
