@@ -193,6 +193,7 @@ pub trait SessionStore: Send + Sync {
         request: &RequestId,
         session: &Session,
         address: &BotAddress,
+        now: Timestamp,
     ) -> Result<Admission, StoreError>;
 
     /// Loads a handover.

@@ -1,0 +1,670 @@
+//! SQLite and PostgreSQL, through sqlx's `Any` driver: one set of statements, two schemas.
+//!
+//! Every write that must be atomic is one transaction. The version check and the fencing
+//! check are one `UPDATE … WHERE version = ? AND fencing = ?` on the handover's row, and the
+//! lease lives in that row, so a takeover and a stale holder's write serialize on the same
+//! row lock (PostgreSQL) or the database lock (SQLite). On PostgreSQL, an appended input is
+//! announced with `NOTIFY handover_inbox` so the lease holder wakes at once.
+
+use std::borrow::Cow;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use handover_core::ports::{
+    BotAddress, Commit, FencingToken, Lease, SessionStore, StoreError, StoredHandover, Version,
+};
+use handover_core::{
+    Admission, Command, HandoverId, Input, RequestId, Session, StartGate, Timestamp,
+};
+use sqlx::any::{AnyPoolOptions, AnyRow};
+use sqlx::migrate::{Migration, MigrationType, Migrator};
+use sqlx::{AnyPool, Row};
+
+use crate::codec::{Codec, Kind};
+use crate::crypto::Keyring;
+use crate::{Summary, call_of, gate_key};
+
+/// Which database.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SqlBackend {
+    /// SQLite: one file, WAL mode; one instance.
+    Sqlite,
+    /// PostgreSQL: several instances.
+    Postgres,
+}
+
+/// The channel appended inputs are announced on (PostgreSQL).
+pub const INBOX_CHANNEL: &str = "handover_inbox";
+
+/// The migrations, embedded: `(version, description, SQLite, PostgreSQL)`. Never edit one that
+/// has shipped; add the next.
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
+    1,
+    "handovers",
+    include_str!("../migrations/sqlite/0001_handovers.sql"),
+    include_str!("../migrations/postgres/0001_handovers.sql"),
+)];
+
+/// A store on SQLite or PostgreSQL.
+#[derive(Clone)]
+pub struct SqlStore {
+    pool: AnyPool,
+    backend: SqlBackend,
+    url: String,
+    codec: Codec,
+}
+
+impl std::fmt::Debug for SqlStore {
+    // The URL may carry a password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqlStore")
+            .field("backend", &self.backend)
+            .finish_non_exhaustive()
+    }
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    // sqlx errors name statements and values bound never, connection URLs sometimes: keep
+    // the kind only for connection errors.
+    match error {
+        sqlx::Error::Configuration(_) => StoreError::Unavailable("bad database configuration".to_owned()),
+        sqlx::Error::Io(error) => StoreError::Unavailable(format!("database I/O: {}", error.kind())),
+        other => StoreError::Unavailable(other.to_string()),
+    }
+}
+
+fn id_of(row: &AnyRow, column: &str) -> Result<HandoverId, StoreError> {
+    let text: String = row.try_get(column).map_err(unavailable)?;
+    HandoverId::parse(&text).map_err(|_| StoreError::Corrupt(format!("a stored handover id is not a UUID: {text}")))
+}
+
+fn millis(at: Timestamp) -> i64 {
+    i64::try_from(at.as_unix_millis()).unwrap_or(i64::MAX)
+}
+
+fn int(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+fn uint(value: i64) -> u64 {
+    u64::try_from(value).unwrap_or(0)
+}
+
+impl SqlStore {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), applies the migrations, and
+    /// seals with `keys`. A SQLite file is created if missing and switched to WAL mode.
+    pub async fn connect(url: &str, keys: Keyring) -> Result<Self, StoreError> {
+        sqlx::any::install_default_drivers();
+        let backend: SqlBackend = url.parse()?;
+        let mut connect_url = url.to_owned();
+        if backend == SqlBackend::Sqlite && !connect_url.contains("mode=") {
+            connect_url.push_str(if connect_url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+        }
+        let pool = AnyPoolOptions::new()
+            .max_connections(if backend == SqlBackend::Sqlite { 4 } else { 16 })
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(&connect_url)
+            .await
+            .map_err(unavailable)?;
+        if backend == SqlBackend::Sqlite {
+            sqlx::query("PRAGMA journal_mode = WAL")
+                .execute(&pool)
+                .await
+                .map_err(unavailable)?;
+        }
+        let store = Self {
+            pool,
+            backend,
+            url: url.to_owned(),
+            codec: Codec::new(keys),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> SqlBackend {
+        self.backend
+    }
+
+    async fn migrate(&self) -> Result<(), StoreError> {
+        let migrations = MIGRATIONS
+            .iter()
+            .map(|(version, description, sqlite, postgres)| {
+                let sql = match self.backend {
+                    SqlBackend::Sqlite => sqlite,
+                    SqlBackend::Postgres => postgres,
+                };
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    Cow::Borrowed(*sql),
+                    false,
+                )
+            })
+            .collect::<Vec<_>>();
+        let migrator = Migrator {
+            migrations: Cow::Owned(migrations),
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        migrator
+            .run(&self.pool)
+            .await
+            .map_err(|error| StoreError::Unavailable(format!("migrating the database: {error}")))
+    }
+
+    /// ` FOR UPDATE` where row locks exist.
+    fn for_update(&self) -> &'static str {
+        match self.backend {
+            SqlBackend::Sqlite => "",
+            SqlBackend::Postgres => " FOR UPDATE",
+        }
+    }
+
+    /// Handovers, newest first, with what a list shows.
+    pub async fn summaries(&self, limit: usize) -> Result<Vec<Summary>, StoreError> {
+        let rows = sqlx::query("SELECT id, session FROM handovers ORDER BY created_at DESC, id LIMIT $1")
+            .bind(int(limit as u64))
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let id = id_of(row, "id")?;
+                let sealed: Vec<u8> = row.try_get("session").map_err(unavailable)?;
+                let session: Session = self.codec.open(id, Kind::Session, &sealed)?;
+                Ok(Summary::of(&session))
+            })
+            .collect()
+    }
+
+    /// Every sealed or plain value in the tables, as raw bytes, for tests that look for
+    /// secrets in plain text.
+    pub async fn raw_values(&self) -> Result<Vec<Vec<u8>>, StoreError> {
+        let mut values = Vec::new();
+        for (table, columns) in [
+            ("handovers", "id, user_id, session_id, session, address"),
+            ("outbox", "handover_id, command"),
+            ("inbox", "handover_id, input"),
+            ("gates", "user_id, session_id, gate"),
+        ] {
+            let rows = sqlx::query(&format!("SELECT {columns} FROM {table}"))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            for row in rows {
+                for index in 0..row.len() {
+                    if let Ok(bytes) = row.try_get::<Vec<u8>, _>(index) {
+                        values.push(bytes);
+                    } else if let Ok(text) = row.try_get::<String, _>(index) {
+                        values.push(text.into_bytes());
+                    }
+                }
+            }
+        }
+        Ok(values)
+    }
+
+    /// On PostgreSQL, a listener that yields the handover of every appended input, from any
+    /// instance. `None` on SQLite, where one instance appends and drives.
+    pub async fn inbox_listener(&self) -> Result<Option<InboxListener>, StoreError> {
+        if self.backend != SqlBackend::Postgres {
+            return Ok(None);
+        }
+        let mut listener = sqlx::postgres::PgListener::connect(&self.url)
+            .await
+            .map_err(unavailable)?;
+        listener.listen(INBOX_CHANNEL).await.map_err(unavailable)?;
+        Ok(Some(InboxListener { listener }))
+    }
+
+    async fn gate(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &(String, String),
+    ) -> Result<StartGate, StoreError> {
+        let empty = serde_json::to_string(&StartGate::default())
+            .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
+        sqlx::query("INSERT INTO gates (user_id, session_id, gate) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(&key.0)
+            .bind(&key.1)
+            .bind(empty)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        let row = sqlx::query(&format!(
+            "SELECT gate FROM gates WHERE user_id = $1 AND session_id = $2{}",
+            self.for_update()
+        ))
+        .bind(&key.0)
+        .bind(&key.1)
+        .fetch_one(&mut **tx)
+        .await
+        .map_err(unavailable)?;
+        let text: String = row.try_get("gate").map_err(unavailable)?;
+        serde_json::from_str(&text)
+            .map_err(|_| StoreError::Corrupt("a start gate is not readable by this version".to_owned()))
+    }
+
+    async fn save_gate(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        key: &(String, String),
+        gate: &StartGate,
+    ) -> Result<(), StoreError> {
+        let text = serde_json::to_string(gate)
+            .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
+        sqlx::query("UPDATE gates SET gate = $1 WHERE user_id = $2 AND session_id = $3")
+            .bind(text)
+            .bind(&key.0)
+            .bind(&key.1)
+            .execute(&mut **tx)
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    /// Why a conditional update of a handover's row touched nothing.
+    async fn refusal(&self, id: HandoverId, expected: Version, fencing: FencingToken) -> StoreError {
+        let row = sqlx::query("SELECT version, fencing FROM handovers WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await;
+        match row {
+            Ok(None) => StoreError::NotFound(id),
+            Ok(Some(row)) => {
+                let version: i64 = row.try_get("version").unwrap_or_default();
+                let stored: i64 = row.try_get("fencing").unwrap_or_default();
+                if uint(stored) != fencing.0 {
+                    StoreError::Fenced
+                } else {
+                    StoreError::Conflict {
+                        stored: Version(uint(version).max(expected.0)),
+                    }
+                }
+            }
+            Err(error) => unavailable(error),
+        }
+    }
+}
+
+/// Inputs appended anywhere, as they happen (PostgreSQL `LISTEN`).
+#[derive(Debug)]
+pub struct InboxListener {
+    listener: sqlx::postgres::PgListener,
+}
+
+impl InboxListener {
+    /// The next handover that got an input. After a dropped connection the listener
+    /// reconnects by itself; inputs announced meanwhile are found by the holder's own reads.
+    pub async fn next(&mut self) -> Result<HandoverId, StoreError> {
+        loop {
+            let notification = self.listener.recv().await.map_err(unavailable)?;
+            if let Ok(id) = HandoverId::parse(notification.payload()) {
+                return Ok(id);
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl SessionStore for SqlStore {
+    async fn admit(
+        &self,
+        request: &RequestId,
+        session: &Session,
+        address: &BotAddress,
+        now: Timestamp,
+    ) -> Result<Admission, StoreError> {
+        let id = session.handover_id();
+        let sealed_session = self.codec.seal(id, Kind::Session, session)?;
+        let sealed_address = self.codec.seal(id, Kind::Address, address)?;
+        let key = gate_key(address);
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let mut gate = self.gate(&mut tx, &key).await?;
+        if let Some(live) = gate.live() {
+            let finished = sqlx::query("SELECT finished_at FROM handovers WHERE id = $1")
+                .bind(live.to_string())
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+            let ended = match finished {
+                None => true,
+                Some(row) => row.try_get::<Option<i64>, _>("finished_at").map_err(unavailable)?.is_some(),
+            };
+            if ended {
+                gate.ended(live);
+            }
+        }
+        let admission = gate.admit(request.clone(), id);
+        if admission == Admission::Started(id) {
+            sqlx::query(
+                "INSERT INTO handovers (id, user_id, session_id, session, address, version, created_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
+            )
+            .bind(id.to_string())
+            .bind(&address.user_id)
+            .bind(&address.session_id)
+            .bind(sealed_session)
+            .bind(sealed_address)
+            .bind(millis(now))
+            .bind(session.is_finished().then_some(millis(now)))
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        self.save_gate(&mut tx, &key, &gate).await?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(admission)
+    }
+
+    async fn load(&self, id: HandoverId) -> Result<Option<StoredHandover>, StoreError> {
+        let row = sqlx::query("SELECT session, address, version FROM handovers WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let session: Vec<u8> = row.try_get("session").map_err(unavailable)?;
+        let address: Vec<u8> = row.try_get("address").map_err(unavailable)?;
+        let version: i64 = row.try_get("version").map_err(unavailable)?;
+        Ok(Some(StoredHandover {
+            session: self.codec.open(id, Kind::Session, &session)?,
+            address: self.codec.open(id, Kind::Address, &address)?,
+            version: Version(uint(version)),
+        }))
+    }
+
+    async fn commit(&self, commit: Commit<'_>) -> Result<Version, StoreError> {
+        let id = commit.session.handover_id();
+        let key = id.to_string();
+        let sealed = self.codec.seal(id, Kind::Session, commit.session)?;
+        let mut commands = Vec::new();
+        for command in commit.outbox {
+            if let Some(call) = call_of(command) {
+                commands.push((call, self.codec.seal(id, Kind::Command, command)?));
+            }
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let updated = sqlx::query(
+            "UPDATE handovers SET session = $1, version = version + 1 \
+             WHERE id = $2 AND version = $3 AND fencing = $4",
+        )
+        .bind(sealed)
+        .bind(&key)
+        .bind(int(commit.expected.0))
+        .bind(int(commit.fencing.0))
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        if updated.rows_affected() != 1 {
+            drop(tx);
+            return Err(self.refusal(id, commit.expected, commit.fencing).await);
+        }
+        for call in commit.done {
+            sqlx::query("DELETE FROM outbox WHERE handover_id = $1 AND call_id = $2")
+                .bind(&key)
+                .bind(int(call.as_raw()))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        for (call, sealed) in commands {
+            sqlx::query("INSERT INTO outbox (handover_id, call_id, command) VALUES ($1, $2, $3)")
+                .bind(&key)
+                .bind(int(call.as_raw()))
+                .bind(sealed)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        if let Some(through) = commit.inbox_through {
+            sqlx::query("DELETE FROM inbox WHERE handover_id = $1 AND seq <= $2")
+                .bind(&key)
+                .bind(int(through))
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        if commit.session.is_finished() {
+            let finished = sqlx::query(
+                "UPDATE handovers SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL \
+                 RETURNING user_id, session_id",
+            )
+            .bind(millis(commit.now))
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+            if let Some(row) = finished {
+                let gate_key: (String, String) = (
+                    row.try_get("user_id").map_err(unavailable)?,
+                    row.try_get("session_id").map_err(unavailable)?,
+                );
+                let mut gate = self.gate(&mut tx, &gate_key).await?;
+                gate.ended(id);
+                self.save_gate(&mut tx, &gate_key, &gate).await?;
+            }
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(Version(commit.expected.0 + 1))
+    }
+
+    async fn pending_commands(&self, id: HandoverId) -> Result<Vec<Command>, StoreError> {
+        let rows = sqlx::query("SELECT command FROM outbox WHERE handover_id = $1 ORDER BY call_id")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let sealed: Vec<u8> = row.try_get("command").map_err(unavailable)?;
+                self.codec.open(id, Kind::Command, &sealed)
+            })
+            .collect()
+    }
+
+    async fn append_input(&self, id: HandoverId, input: &Input) -> Result<u64, StoreError> {
+        let key = id.to_string();
+        let sealed = self.codec.seal(id, Kind::Input, input)?;
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let row = sqlx::query(
+            "UPDATE handovers SET inbox_next = inbox_next + 1 \
+             WHERE id = $1 AND finished_at IS NULL RETURNING inbox_next",
+        )
+        .bind(&key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        let Some(row) = row else {
+            drop(tx);
+            let exists = sqlx::query("SELECT 1 FROM handovers WHERE id = $1")
+                .bind(&key)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+            return Err(if exists.is_some() {
+                StoreError::Ended(id)
+            } else {
+                StoreError::NotFound(id)
+            });
+        };
+        let seq: i64 = row.try_get("inbox_next").map_err(unavailable)?;
+        sqlx::query("INSERT INTO inbox (handover_id, seq, input) VALUES ($1, $2, $3)")
+            .bind(&key)
+            .bind(seq)
+            .bind(sealed)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        if self.backend == SqlBackend::Postgres {
+            sqlx::query("SELECT pg_notify($1, $2)")
+                .bind(INBOX_CHANNEL)
+                .bind(&key)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        tx.commit().await.map_err(unavailable)?;
+        Ok(uint(seq))
+    }
+
+    async fn pending_inputs(&self, id: HandoverId) -> Result<Vec<(u64, Input)>, StoreError> {
+        let rows = sqlx::query("SELECT seq, input FROM inbox WHERE handover_id = $1 ORDER BY seq")
+            .bind(id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter()
+            .map(|row| {
+                let seq: i64 = row.try_get("seq").map_err(unavailable)?;
+                let sealed: Vec<u8> = row.try_get("input").map_err(unavailable)?;
+                Ok((uint(seq), self.codec.open(id, Kind::Input, &sealed)?))
+            })
+            .collect()
+    }
+
+    async fn acquire_lease(
+        &self,
+        id: HandoverId,
+        owner: &str,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Option<Lease>, StoreError> {
+        let expires_at = now + ttl;
+        let row = sqlx::query(
+            "UPDATE handovers SET owner = $1, fencing = fencing + 1, lease_expires_at = $2 \
+             WHERE id = $3 AND (owner IS NULL OR lease_expires_at <= $4) RETURNING fencing",
+        )
+        .bind(owner)
+        .bind(millis(expires_at))
+        .bind(id.to_string())
+        .bind(millis(now))
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        match row {
+            Some(row) => {
+                let fencing: i64 = row.try_get("fencing").map_err(unavailable)?;
+                Ok(Some(Lease {
+                    owner: owner.to_owned(),
+                    fencing: FencingToken(uint(fencing)),
+                    expires_at,
+                }))
+            }
+            None => {
+                let exists = sqlx::query("SELECT 1 FROM handovers WHERE id = $1")
+                    .bind(id.to_string())
+                    .fetch_optional(&self.pool)
+                    .await
+                    .map_err(unavailable)?;
+                if exists.is_some() {
+                    Ok(None)
+                } else {
+                    Err(StoreError::NotFound(id))
+                }
+            }
+        }
+    }
+
+    async fn renew_lease(
+        &self,
+        id: HandoverId,
+        lease: &Lease,
+        now: Timestamp,
+        ttl: Duration,
+    ) -> Result<Lease, StoreError> {
+        let expires_at = now + ttl;
+        let updated = sqlx::query(
+            "UPDATE handovers SET lease_expires_at = $1 WHERE id = $2 AND owner = $3 AND fencing = $4",
+        )
+        .bind(millis(expires_at))
+        .bind(id.to_string())
+        .bind(&lease.owner)
+        .bind(int(lease.fencing.0))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        if updated.rows_affected() == 1 {
+            Ok(Lease {
+                expires_at,
+                ..lease.clone()
+            })
+        } else {
+            Err(StoreError::Fenced)
+        }
+    }
+
+    async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE handovers SET owner = NULL, lease_expires_at = 0 WHERE id = $1 AND fencing = $2",
+        )
+        .bind(id.to_string())
+        .bind(int(lease.fencing.0))
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError> {
+        let rows = sqlx::query("SELECT id FROM handovers WHERE finished_at IS NULL ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(|row| id_of(row, "id")).collect()
+    }
+
+    async fn purge_ended(&self, before: Timestamp) -> Result<u64, StoreError> {
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let cutoff = millis(before);
+        for statement in [
+            "DELETE FROM outbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
+            "DELETE FROM inbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
+        ] {
+            sqlx::query(statement)
+                .bind(cutoff)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        let purged = sqlx::query("DELETE FROM handovers WHERE finished_at < $1")
+            .bind(cutoff)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?
+            .rows_affected();
+        // A Cognigy session's gate goes with its last handover.
+        sqlx::query(
+            "DELETE FROM gates WHERE NOT EXISTS (SELECT 1 FROM handovers h \
+             WHERE h.user_id = gates.user_id AND h.session_id = gates.session_id)",
+        )
+        .execute(&mut *tx)
+        .await
+        .map_err(unavailable)?;
+        tx.commit().await.map_err(unavailable)?;
+        Ok(purged)
+    }
+}
+
+impl FromStr for SqlBackend {
+    type Err = StoreError;
+
+    fn from_str(url: &str) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            Ok(Self::Sqlite)
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            Ok(Self::Postgres)
+        } else {
+            Err(StoreError::Unavailable(
+                "the database URL must start with sqlite: or postgres:".to_owned(),
+            ))
+        }
+    }
+}
