@@ -59,7 +59,9 @@ impl Codec {
         })?;
         self.keys
             .seal(&Self::aad(id, kind), &json)
-            .map_err(|error| StoreError::Corrupt(format!("a {} could not be sealed: {error}", kind.as_str())))
+            .map_err(|error| {
+                StoreError::Corrupt(format!("a {} could not be sealed: {error}", kind.as_str()))
+            })
     }
 
     pub(crate) fn open<T: DeserializeOwned>(
@@ -68,9 +70,12 @@ impl Codec {
         kind: Kind,
         blob: &[u8],
     ) -> Result<T, StoreError> {
-        let json = self.keys.open(&Self::aad(id, kind), blob).map_err(|error| {
-            StoreError::Corrupt(format!("the {} of handover {id} {error}", kind.as_str()))
-        })?;
+        let json = self
+            .keys
+            .open(&Self::aad(id, kind), blob)
+            .map_err(|error| {
+                StoreError::Corrupt(format!("the {} of handover {id} {error}", kind.as_str()))
+            })?;
         // serde's message can quote the data (a token); say only where it broke.
         serde_json::from_slice(&json).map_err(|error| {
             StoreError::Corrupt(format!(

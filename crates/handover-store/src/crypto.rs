@@ -116,9 +116,7 @@ impl Keyring {
             .enumerate()
             .map(|(i, part)| {
                 let index = i + 1;
-                let (id, material) = part
-                    .split_once(':')
-                    .ok_or(KeyError::Malformed { index })?;
+                let (id, material) = part.split_once(':').ok_or(KeyError::Malformed { index })?;
                 let bytes = STANDARD
                     .decode(material.trim())
                     .map_err(|_| KeyError::WrongLength { id: id.to_owned() })?;
@@ -274,10 +272,10 @@ mod tests {
 
     #[test]
     fn bad_key_specifications_are_refused_without_showing_the_key() {
-        assert_eq!(Keyring::parse(""), Err(KeyError::Missing));
+        assert_eq!(Keyring::parse("").unwrap_err(), KeyError::Missing);
         assert_eq!(
-            Keyring::parse("nocolon"),
-            Err(KeyError::Malformed { index: 1 })
+            Keyring::parse("nocolon").unwrap_err(),
+            KeyError::Malformed { index: 1 }
         );
         assert!(matches!(
             Keyring::parse("k1:c2hvcnQ="),

@@ -100,7 +100,7 @@ impl MemoryStore {
     }
 }
 
-fn row<'a>(state: &'a mut State, id: HandoverId) -> Result<&'a mut Row, StoreError> {
+fn row(state: &mut State, id: HandoverId) -> Result<&mut Row, StoreError> {
     state.rows.get_mut(&id).ok_or(StoreError::NotFound(id))
 }
 
@@ -120,7 +120,10 @@ impl SessionStore for MemoryStore {
         let key = gate_key(address);
         let mut gate = state.gates.get(&key).cloned().unwrap_or_default();
         if let Some(live) = gate.live()
-            && state.rows.get(&live).is_none_or(|r| r.finished_at.is_some())
+            && state
+                .rows
+                .get(&live)
+                .is_none_or(|r| r.finished_at.is_some())
         {
             gate.ended(live);
         }

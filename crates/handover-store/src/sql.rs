@@ -67,16 +67,19 @@ impl std::fmt::Debug for SqlStore {
 fn unavailable(error: sqlx::Error) -> StoreError {
     // sqlx errors name statements and values bound never, connection URLs sometimes: keep
     // the kind only for connection errors.
-    match error {
-        sqlx::Error::Configuration(_) => StoreError::Unavailable("bad database configuration".to_owned()),
-        sqlx::Error::Io(error) => StoreError::Unavailable(format!("database I/O: {}", error.kind())),
-        other => StoreError::Unavailable(other.to_string()),
+    if let sqlx::Error::Configuration(_) = error {
+        return StoreError::Unavailable("bad database configuration".to_owned());
     }
+    if let sqlx::Error::Io(io) = &error {
+        return StoreError::Unavailable(format!("database I/O: {}", io.kind()));
+    }
+    StoreError::Unavailable(error.to_string())
 }
 
 fn id_of(row: &AnyRow, column: &str) -> Result<HandoverId, StoreError> {
     let text: String = row.try_get(column).map_err(unavailable)?;
-    HandoverId::parse(&text).map_err(|_| StoreError::Corrupt(format!("a stored handover id is not a UUID: {text}")))
+    HandoverId::parse(&text)
+        .map_err(|_| StoreError::Corrupt(format!("a stored handover id is not a UUID: {text}")))
 }
 
 fn millis(at: Timestamp) -> i64 {
@@ -99,7 +102,11 @@ impl SqlStore {
         let backend: SqlBackend = url.parse()?;
         let mut connect_url = url.to_owned();
         if backend == SqlBackend::Sqlite && !connect_url.contains("mode=") {
-            connect_url.push_str(if connect_url.contains('?') { "&mode=rwc" } else { "?mode=rwc" });
+            connect_url.push_str(if connect_url.contains('?') {
+                "&mode=rwc"
+            } else {
+                "?mode=rwc"
+            });
         }
         let pool = AnyPoolOptions::new()
             .max_connections(if backend == SqlBackend::Sqlite { 4 } else { 16 })
@@ -167,11 +174,12 @@ impl SqlStore {
 
     /// Handovers, newest first, with what a list shows.
     pub async fn summaries(&self, limit: usize) -> Result<Vec<Summary>, StoreError> {
-        let rows = sqlx::query("SELECT id, session FROM handovers ORDER BY created_at DESC, id LIMIT $1")
-            .bind(int(limit as u64))
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows =
+            sqlx::query("SELECT id, session FROM handovers ORDER BY created_at DESC, id LIMIT $1")
+                .bind(int(limit as u64))
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         rows.iter()
             .map(|row| {
                 let id = id_of(row, "id")?;
@@ -246,8 +254,9 @@ impl SqlStore {
         .await
         .map_err(unavailable)?;
         let text: String = row.try_get("gate").map_err(unavailable)?;
-        serde_json::from_str(&text)
-            .map_err(|_| StoreError::Corrupt("a start gate is not readable by this version".to_owned()))
+        serde_json::from_str(&text).map_err(|_| {
+            StoreError::Corrupt("a start gate is not readable by this version".to_owned())
+        })
     }
 
     async fn save_gate(
@@ -269,7 +278,12 @@ impl SqlStore {
     }
 
     /// Why a conditional update of a handover's row touched nothing.
-    async fn refusal(&self, id: HandoverId, expected: Version, fencing: FencingToken) -> StoreError {
+    async fn refusal(
+        &self,
+        id: HandoverId,
+        expected: Version,
+        fencing: FencingToken,
+    ) -> StoreError {
         let row = sqlx::query("SELECT version, fencing FROM handovers WHERE id = $1")
             .bind(id.to_string())
             .fetch_optional(&self.pool)
@@ -334,7 +348,10 @@ impl SessionStore for SqlStore {
                 .map_err(unavailable)?;
             let ended = match finished {
                 None => true,
-                Some(row) => row.try_get::<Option<i64>, _>("finished_at").map_err(unavailable)?.is_some(),
+                Some(row) => row
+                    .try_get::<Option<i64>, _>("finished_at")
+                    .map_err(unavailable)?
+                    .is_some(),
             };
             if ended {
                 gate.ended(live);
@@ -457,11 +474,12 @@ impl SessionStore for SqlStore {
     }
 
     async fn pending_commands(&self, id: HandoverId) -> Result<Vec<Command>, StoreError> {
-        let rows = sqlx::query("SELECT command FROM outbox WHERE handover_id = $1 ORDER BY call_id")
-            .bind(id.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows =
+            sqlx::query("SELECT command FROM outbox WHERE handover_id = $1 ORDER BY call_id")
+                .bind(id.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(unavailable)?;
         rows.iter()
             .map(|row| {
                 let sealed: Vec<u8> = row.try_get("command").map_err(unavailable)?;
@@ -614,10 +632,12 @@ impl SessionStore for SqlStore {
     }
 
     async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError> {
-        let rows = sqlx::query("SELECT id FROM handovers WHERE finished_at IS NULL ORDER BY created_at, id")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
+        let rows = sqlx::query(
+            "SELECT id FROM handovers WHERE finished_at IS NULL ORDER BY created_at, id",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter().map(|row| id_of(row, "id")).collect()
     }
 
