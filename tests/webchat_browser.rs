@@ -8,6 +8,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
@@ -47,7 +48,9 @@ async fn the_webchat_renders_and_hands_a_customer_over_in_headless_chromium() {
             std::env::var("HANDOVER_REQUIRE_BROWSER").is_err(),
             "HANDOVER_REQUIRE_BROWSER is set but {reason}"
         );
-        eprintln!(
+        // Written to the process's stderr directly: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED the_webchat_renders_and_hands_a_customer_over_in_headless_chromium: {reason}"
         );
         return;

@@ -2,7 +2,7 @@
 //! sealed like in the databases, so it exercises the same codec.
 
 use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -10,7 +10,7 @@ use handover_core::ports::{
     BotAddress, Commit, FencingToken, Lease, SessionStore, StoreError, StoredHandover, Version,
 };
 use handover_core::{
-    Admission, CallId, Command, HandoverId, Input, RequestId, Session, StartGate, Timestamp,
+    Admission, CallId, Command, HandoverId, Input, Phase, RequestId, Session, StartGate, Timestamp,
 };
 
 use crate::codec::{Codec, Kind};
@@ -25,6 +25,7 @@ struct Row {
     address: Vec<u8>,
     version: u64,
     created: u64,
+    ended_at: Option<Timestamp>,
     finished_at: Option<Timestamp>,
     inbox_next: u64,
     inbox: BTreeMap<u64, Vec<u8>>,
@@ -45,7 +46,7 @@ struct State {
 #[derive(Debug)]
 pub struct MemoryStore {
     codec: Codec,
-    state: Mutex<State>,
+    state: Arc<Mutex<State>>,
 }
 
 impl MemoryStore {
@@ -53,7 +54,16 @@ impl MemoryStore {
     pub fn new(keys: Keyring) -> Self {
         Self {
             codec: Codec::new(keys),
-            state: Mutex::new(State::default()),
+            state: Arc::new(Mutex::new(State::default())),
+        }
+    }
+
+    /// The same data seen with other keys: what a restart with a changed key configuration
+    /// sees.
+    pub fn reopen(&self, keys: Keyring) -> Self {
+        Self {
+            codec: Codec::new(keys),
+            state: self.state.clone(),
         }
     }
 
@@ -140,6 +150,7 @@ impl SessionStore for MemoryStore {
                     address: sealed_address,
                     version: 1,
                     created,
+                    ended_at: (session.phase() == Phase::Ended).then_some(now),
                     finished_at: session.is_finished().then_some(now),
                     inbox_next: 0,
                     inbox: BTreeMap::new(),
@@ -190,11 +201,12 @@ impl SessionStore for MemoryStore {
         }
         row.version += 1;
         row.session = sealed;
-        for call in commit.done {
-            row.outbox.remove(call);
-        }
         for (call, sealed) in commands {
             row.outbox.insert(call, sealed);
+        }
+        // After the inserts: a command can be produced and done within one commit.
+        for call in commit.done {
+            row.outbox.remove(call);
         }
         if let Some(through) = commit.inbox_through {
             row.inbox.retain(|seq, _| *seq > through);
@@ -202,6 +214,9 @@ impl SessionStore for MemoryStore {
         let version = Version(row.version);
         if commit.session.is_finished() && row.finished_at.is_none() {
             row.finished_at = Some(commit.now);
+        }
+        if commit.session.phase() == Phase::Ended && row.ended_at.is_none() {
+            row.ended_at = Some(commit.now);
             let key = (row.user_id.clone(), row.session_id.clone());
             if let Some(gate) = state.gates.get_mut(&key) {
                 gate.ended(id);
@@ -225,7 +240,7 @@ impl SessionStore for MemoryStore {
         let sealed = self.codec.seal(id, Kind::Input, input)?;
         let mut state = self.state();
         let row = row(&mut state, id)?;
-        if row.finished_at.is_some() {
+        if row.ended_at.is_some() {
             return Err(StoreError::Ended(id));
         }
         row.inbox_next += 1;

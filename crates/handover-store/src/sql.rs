@@ -15,7 +15,7 @@ use handover_core::ports::{
     BotAddress, Commit, FencingToken, Lease, SessionStore, StoreError, StoredHandover, Version,
 };
 use handover_core::{
-    Admission, Command, HandoverId, Input, RequestId, Session, StartGate, Timestamp,
+    Admission, Command, HandoverId, Input, Phase, RequestId, Session, StartGate, Timestamp,
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
@@ -341,15 +341,15 @@ impl SessionStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let mut gate = self.gate(&mut tx, &key).await?;
         if let Some(live) = gate.live() {
-            let finished = sqlx::query("SELECT finished_at FROM handovers WHERE id = $1")
+            let row = sqlx::query("SELECT ended_at FROM handovers WHERE id = $1")
                 .bind(live.to_string())
                 .fetch_optional(&mut *tx)
                 .await
                 .map_err(unavailable)?;
-            let ended = match finished {
+            let ended = match row {
                 None => true,
                 Some(row) => row
-                    .try_get::<Option<i64>, _>("finished_at")
+                    .try_get::<Option<i64>, _>("ended_at")
                     .map_err(unavailable)?
                     .is_some(),
             };
@@ -360,8 +360,8 @@ impl SessionStore for SqlStore {
         let admission = gate.admit(request.clone(), id);
         if admission == Admission::Started(id) {
             sqlx::query(
-                "INSERT INTO handovers (id, user_id, session_id, session, address, version, created_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7)",
+                "INSERT INTO handovers (id, user_id, session_id, session, address, version, created_at, ended_at, finished_at) \
+                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
             )
             .bind(id.to_string())
             .bind(&address.user_id)
@@ -369,6 +369,7 @@ impl SessionStore for SqlStore {
             .bind(sealed_session)
             .bind(sealed_address)
             .bind(millis(now))
+            .bind((session.phase() == Phase::Ended).then_some(millis(now)))
             .bind(session.is_finished().then_some(millis(now)))
             .execute(&mut *tx)
             .await
@@ -424,19 +425,20 @@ impl SessionStore for SqlStore {
             drop(tx);
             return Err(self.refusal(id, commit.expected, commit.fencing).await);
         }
-        for call in commit.done {
-            sqlx::query("DELETE FROM outbox WHERE handover_id = $1 AND call_id = $2")
-                .bind(&key)
-                .bind(int(call.as_raw()))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
         for (call, sealed) in commands {
             sqlx::query("INSERT INTO outbox (handover_id, call_id, command) VALUES ($1, $2, $3)")
                 .bind(&key)
                 .bind(int(call.as_raw()))
                 .bind(sealed)
+                .execute(&mut *tx)
+                .await
+                .map_err(unavailable)?;
+        }
+        // After the inserts: a command can be produced and done within one commit.
+        for call in commit.done {
+            sqlx::query("DELETE FROM outbox WHERE handover_id = $1 AND call_id = $2")
+                .bind(&key)
+                .bind(int(call.as_raw()))
                 .execute(&mut *tx)
                 .await
                 .map_err(unavailable)?;
@@ -450,8 +452,18 @@ impl SessionStore for SqlStore {
                 .map_err(unavailable)?;
         }
         if commit.session.is_finished() {
-            let finished = sqlx::query(
-                "UPDATE handovers SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL \
+            sqlx::query(
+                "UPDATE handovers SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL",
+            )
+            .bind(millis(commit.now))
+            .bind(&key)
+            .execute(&mut *tx)
+            .await
+            .map_err(unavailable)?;
+        }
+        if commit.session.phase() == Phase::Ended {
+            let ended = sqlx::query(
+                "UPDATE handovers SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL \
                  RETURNING user_id, session_id",
             )
             .bind(millis(commit.now))
@@ -459,7 +471,7 @@ impl SessionStore for SqlStore {
             .fetch_optional(&mut *tx)
             .await
             .map_err(unavailable)?;
-            if let Some(row) = finished {
+            if let Some(row) = ended {
                 let gate_key: (String, String) = (
                     row.try_get("user_id").map_err(unavailable)?,
                     row.try_get("session_id").map_err(unavailable)?,
@@ -494,7 +506,7 @@ impl SessionStore for SqlStore {
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let row = sqlx::query(
             "UPDATE handovers SET inbox_next = inbox_next + 1 \
-             WHERE id = $1 AND finished_at IS NULL RETURNING inbox_next",
+             WHERE id = $1 AND ended_at IS NULL RETURNING inbox_next",
         )
         .bind(&key)
         .fetch_optional(&mut *tx)

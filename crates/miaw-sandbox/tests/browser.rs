@@ -7,6 +7,7 @@
 
 mod support;
 
+use std::io::Write as _;
 use std::path::Path;
 use std::process::Command;
 
@@ -43,7 +44,9 @@ async fn the_console_lets_a_person_accept_and_answer_in_headless_chromium() {
             std::env::var("HANDOVER_REQUIRE_BROWSER").is_err(),
             "HANDOVER_REQUIRE_BROWSER is set but {reason}"
         );
-        eprintln!(
+        // Written to the process's stderr directly: the test harness captures `eprintln!`.
+        let _ = writeln!(
+            std::io::stderr(),
             "SKIPPED the_console_lets_a_person_accept_and_answer_in_headless_chromium: {reason}"
         );
         return;

@@ -7,6 +7,9 @@ CREATE TABLE handovers (
     address BYTEA NOT NULL,
     version BIGINT NOT NULL,
     created_at BIGINT NOT NULL,
+    -- The handover reported its terminal status (the gate reopens, inputs are refused).
+    ended_at BIGINT,
+    -- Nothing is left to do (no live handover to drive; purged after retention).
     finished_at BIGINT,
     inbox_next BIGINT NOT NULL DEFAULT 0,
     owner TEXT,

@@ -7,6 +7,9 @@ CREATE TABLE handovers (
     address BLOB NOT NULL,
     version INTEGER NOT NULL,
     created_at INTEGER NOT NULL,
+    -- The handover reported its terminal status (the gate reopens, inputs are refused).
+    ended_at INTEGER,
+    -- Nothing is left to do (no live handover to drive; purged after retention).
     finished_at INTEGER,
     inbox_next INTEGER NOT NULL DEFAULT 0,
     owner TEXT,
