@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
-use handover_core::ports::{BotAddress, Commit, SessionStore, StoreError, Version};
+use handover_core::ports::{BotAddress, Commit, Lease, SessionStore, StoreError, Version};
 use handover_core::*;
 use handover_store::{Keyring, SqlStore};
 
@@ -142,8 +142,7 @@ async fn four_instances_share_a_thousand_sessions_with_one_owner_each_and_fenced
             tokio::spawn(race(format!("instance-{n}"), store.clone(), order, at))
         })
         .collect();
-    let mut owners: BTreeMap<HandoverId, Vec<(String, handover_core::ports::Lease)>> =
-        BTreeMap::new();
+    let mut owners: BTreeMap<HandoverId, Vec<(String, Lease)>> = BTreeMap::new();
     for (n, task) in tasks.into_iter().enumerate() {
         for (id, lease) in task.await.unwrap() {
             owners
