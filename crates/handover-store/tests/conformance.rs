@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use base64::Engine as _;
-use handover_core::ports::{BotAddress, Commit, SessionStore, StoreError, Version};
+use handover_core::ports::{BotAddress, Commit, FencingToken, SessionStore, StoreError, Version};
 use handover_core::sim::{Sim, SimConfig};
 use handover_core::*;
 use handover_store::{Keyring, MemoryStore, SqlStore};
@@ -147,6 +147,24 @@ fn close(session: &mut Session, at: Timestamp) {
         "the handover finishes: {:?}",
         session.phase()
     );
+}
+
+/// A commit of the state alone.
+fn plain(
+    session: &Session,
+    expected: Version,
+    fencing: FencingToken,
+    now: Timestamp,
+) -> Commit<'_> {
+    Commit {
+        session,
+        expected,
+        fencing,
+        outbox: &[],
+        done: &[],
+        inbox_through: None,
+        now,
+    }
 }
 
 fn json(session: &Session) -> String {
@@ -354,15 +372,12 @@ async fn starts_follow_the_start_gate(fixture: Fixture) -> Fixture {
     let _ = finished.session.handle(Input::Start, now(5));
     close(&mut finished.session, now(6));
     store
-        .commit(Commit {
-            session: &finished.session,
-            expected: finished.version,
-            fencing: lease.fencing,
-            outbox: &[],
-            done: &[],
-            inbox_through: None,
-            now: now(7),
-        })
+        .commit(plain(
+            &finished.session,
+            finished.version,
+            lease.fencing,
+            now(7),
+        ))
         .await
         .unwrap();
     let third = session();
@@ -420,15 +435,7 @@ async fn a_stale_version_is_a_conflict(fixture: Fixture) -> Fixture {
     assert_eq!(store.load(id).await.unwrap().unwrap().version, Version(2));
     let missing = session_with_id(HandoverId::from_random_bytes(random_bytes()));
     let error = store
-        .commit(Commit {
-            session: &missing,
-            expected: Version(1),
-            fencing: lease.fencing,
-            outbox: &[],
-            done: &[],
-            inbox_through: None,
-            now: now(2),
-        })
+        .commit(plain(&missing, Version(1), lease.fencing, now(2)))
         .await
         .unwrap_err();
     assert_eq!(error, StoreError::NotFound(missing.handover_id()));
@@ -656,15 +663,7 @@ async fn the_inbox_keeps_order_and_forgets_what_was_applied(fixture: Fixture) ->
     let mut ended = session.clone();
     close(&mut ended, now(3));
     store
-        .commit(Commit {
-            session: &ended,
-            expected: Version(2),
-            fencing: lease.fencing,
-            outbox: &[],
-            done: &[],
-            inbox_through: None,
-            now: now(4),
-        })
+        .commit(plain(&ended, Version(2), lease.fencing, now(4)))
         .await
         .unwrap();
     assert_eq!(
@@ -821,15 +820,12 @@ async fn keys_rotate_and_a_wrong_key_is_a_clear_error(fixture: Fixture) -> Fixtu
             .unwrap()
             .unwrap();
         store
-            .commit(Commit {
-                session: &loaded.session,
-                expected: loaded.version,
-                fencing: lease.fencing,
-                outbox: &[],
-                done: &[],
-                inbox_through: None,
-                now: now(2),
-            })
+            .commit(plain(
+                &loaded.session,
+                loaded.version,
+                lease.fencing,
+                now(2),
+            ))
             .await
             .unwrap();
     }
@@ -910,15 +906,7 @@ async fn leases_have_one_holder_and_fence_the_previous_one(fixture: Fixture) -> 
         .unwrap();
     assert!(taken.fencing > holder.fencing);
     // The old holder's writes and renewals are refused.
-    let stale = Commit {
-        session: &session,
-        expected: Version(1),
-        fencing: holder.fencing,
-        outbox: &[],
-        done: &[],
-        inbox_through: None,
-        now: now(19_002),
-    };
+    let stale = plain(&session, Version(1), holder.fencing, now(19_002));
     assert_eq!(store.commit(stale).await.unwrap_err(), StoreError::Fenced);
     assert_eq!(
         store
@@ -971,15 +959,7 @@ async fn ended_handovers_are_purged_after_retention(fixture: Fixture) -> Fixture
     let _ = ended.handle(Input::Start, at(1_100));
     close(&mut ended, at(1_200));
     store
-        .commit(Commit {
-            session: &ended,
-            expected: Version(1),
-            fencing: lease.fencing,
-            outbox: &[],
-            done: &[],
-            inbox_through: None,
-            now: at(1_300),
-        })
+        .commit(plain(&ended, Version(1), lease.fencing, at(1_300)))
         .await
         .unwrap();
     let other = BotAddress {
