@@ -157,6 +157,7 @@ pub fn request(settings: HandoverSettings) -> HandoverRequest {
         transcript: Vec::new(),
         settings,
         copilot_url: None,
+        deployment: None,
     }
 }
 

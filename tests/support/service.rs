@@ -71,7 +71,7 @@ fn view(
 #[async_trait]
 impl Handovers for LocalHandovers {
     async fn start(&self, handover: NewHandover) -> Result<Admission, ServiceError> {
-        if let Some(name) = handover.deployment {
+        if let Some(name) = handover.request.deployment {
             return Err(ServiceError::UnknownDeployment(name));
         }
         let mut state = self.state.lock().unwrap();

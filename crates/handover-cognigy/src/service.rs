@@ -17,9 +17,7 @@ pub struct NewHandover {
     pub request_id: RequestId,
     /// Where the user and the Flow are reached.
     pub address: BotAddress,
-    /// The Salesforce deployment to use, by its configured name; `None` for the default one.
-    pub deployment: Option<String>,
-    /// The handover itself.
+    /// The handover itself (with the Salesforce deployment it names, if any).
     pub request: HandoverRequest,
 }
 

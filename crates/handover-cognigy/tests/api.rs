@@ -90,10 +90,10 @@ fn view(stored: &Stored) -> HandoverView {
 #[async_trait]
 impl Handovers for Fake {
     async fn start(&self, handover: NewHandover) -> Result<Admission, ServiceError> {
-        if handover.deployment.as_deref() == Some("nowhere") {
+        if handover.request.deployment.as_deref() == Some("nowhere") {
             return Err(ServiceError::UnknownDeployment("nowhere".to_owned()));
         }
-        if handover.deployment.as_deref() == Some("down") {
+        if handover.request.deployment.as_deref() == Some("down") {
             return Err(ServiceError::Unavailable(
                 "the store is unreachable".to_owned(),
             ));
@@ -300,7 +300,7 @@ async fn s01_a_start_carries_every_node_setting_into_the_handover() {
     let request = &started.request;
     assert_eq!(request.handover_id.to_string(), id);
     assert_eq!(started.request_id.as_str(), "input-42");
-    assert_eq!(started.deployment.as_deref(), Some("emea"));
+    assert_eq!(started.request.deployment.as_deref(), Some("emea"));
     assert_eq!(
         started.address.endpoint_url,
         "https://endpoint-trial.cognigy.ai"

@@ -44,6 +44,7 @@ fn main() {
             ..HandoverSettings::default()
         },
         copilot_url: None,
+        deployment: None,
     };
     let mut session = Session::new(request, SessionConfig::default());
 

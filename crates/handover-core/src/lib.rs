@@ -54,6 +54,7 @@ let request = HandoverRequest {
     transcript: vec![TranscriptTurn::user("I need a human")],
     settings: HandoverSettings::default(),
     copilot_url: None,
+    deployment: None,
 };
 let mut session = Session::new(request, SessionConfig::default());
 let now = Timestamp::from_unix_secs(1_700_000_000);

@@ -154,6 +154,11 @@ pub struct HandoverRequest {
     pub settings: HandoverSettings,
     /// The Agent Copilot link for the agent's console, if Copilot is configured.
     pub copilot_url: Option<CopilotUrl>,
+    /// The Salesforce deployment that serves this handover, by the bridge's configured name
+    /// (`None`: the default one). The core does not use it; it travels with the session so
+    /// that whichever instance resumes the handover uses the same deployment.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub deployment: Option<String>,
 }
 
 impl HandoverRequest {

@@ -19,6 +19,7 @@ fn request() -> HandoverRequest {
         transcript: Vec::new(),
         settings: HandoverSettings::default(),
         copilot_url: None,
+        deployment: None,
     }
 }
 

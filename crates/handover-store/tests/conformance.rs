@@ -63,6 +63,7 @@ fn session() -> Session {
         transcript: vec![TranscriptTurn::user("my card number is 4111")],
         settings: HandoverSettings::default(),
         copilot_url: None,
+        deployment: None,
     };
     Session::new(request, SessionConfig::default())
 }
@@ -449,6 +450,7 @@ fn session_with_id(id: HandoverId) -> Session {
         transcript: Vec::new(),
         settings: HandoverSettings::default(),
         copilot_url: None,
+        deployment: None,
     };
     Session::new(request, SessionConfig::default())
 }

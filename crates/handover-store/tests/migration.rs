@@ -112,6 +112,7 @@ async fn write_the_v1_fixture() {
         transcript: vec![TranscriptTurn::user("hello")],
         settings: HandoverSettings::default(),
         copilot_url: None,
+        deployment: None,
     };
     let mut session = Session::new(request, SessionConfig::default());
     let address = BotAddress {

@@ -79,6 +79,7 @@ fn new_session() -> Session {
         transcript: Vec::new(),
         settings: HandoverSettings::default(),
         copilot_url: None,
+        deployment: None,
     };
     Session::new(request, SessionConfig::default())
 }

@@ -142,13 +142,13 @@ fn new_handover(body: StartBody) -> Result<NewHandover, ApiError> {
             user_id: body.user_id,
             session_id: body.session_id,
         },
-        deployment: body.deployment.filter(|name| !name.is_empty()),
         request: HandoverRequest {
             handover_id: HandoverId::from_random_bytes(random_bytes()?),
             conversation_id: ConversationId::from_random_bytes(random_bytes()?),
             transcript,
             settings,
             copilot_url,
+            deployment: body.deployment.filter(|name| !name.is_empty()),
         },
     })
 }

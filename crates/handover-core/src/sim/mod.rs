@@ -174,6 +174,7 @@ impl Sim {
             transcript: config.transcript,
             settings: config.settings,
             copilot_url: config.copilot_url,
+            deployment: None,
         };
         let mut salesforce = FakeSalesforce::new(request.conversation_id);
         salesforce.token_lifetime = config.token_lifetime;

@@ -1,0 +1,569 @@
+//! Configuration: defaults, then `handover.toml`, then the environment (`HANDOVER_…`, with
+//! `__` between levels), then Cognigy's own operator variables. Validation names the key and
+//! the problem; secrets are never printed.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use handover_cognigy::api::ApiKey;
+use handover_cognigy::{CognigyConfig, EndpointRoutes};
+use handover_core::SessionConfig;
+use handover_salesforce::MiawConfig;
+use serde::{Deserialize, Serialize};
+
+/// A secret from the configuration: kept, never shown.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for where it is used.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.trim().is_empty()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.0.is_empty() {
+            "\"\""
+        } else {
+            "\"<redacted>\""
+        })
+    }
+}
+
+impl From<&str> for Secret {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+/// Everything `handover serve` is told.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Where the API, `/metrics` and the health checks listen.
+    pub listen: SocketAddr,
+    /// Where the SQLite database lives by default.
+    pub data_dir: PathBuf,
+    /// `production` refuses to start without encryption keys; `demo` is forgiving.
+    pub mode: Mode,
+    /// This instance's name in leases (defaults to a random one per start).
+    pub instance_id: Option<String>,
+    /// The store.
+    pub store: StoreSection,
+    /// The inbound API.
+    pub api: ApiSection,
+    /// The Cognigy side.
+    pub cognigy: CognigySection,
+    /// The Salesforce side.
+    pub salesforce: SalesforceSection,
+    /// Logging.
+    pub log: LogSection,
+}
+
+/// How strict the bridge is about its configuration.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Real traffic: encryption keys and API keys are required.
+    Production,
+    /// The embedded demo: an ephemeral key is generated if none is given.
+    Demo,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreSection {
+    /// `sqlite://…` or `postgres://…`; by default a SQLite file in the data directory.
+    pub url: Option<Secret>,
+    /// Encryption keys, `id:base64-of-32-bytes`, comma separated, the first current.
+    pub keys: Secret,
+    /// Ended handovers are purged after this many days (Cognigy keeps sessions 7 days).
+    pub retention_days: u64,
+    /// How long a lease lasts unless renewed, in seconds.
+    pub lease_ttl_secs: u64,
+}
+
+impl Default for StoreSection {
+    fn default() -> Self {
+        Self {
+            url: None,
+            keys: Secret::default(),
+            retention_days: 7,
+            lease_ttl_secs: 30,
+        }
+    }
+}
+
+/// One API key.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiKeyEntry {
+    /// A name for logs.
+    pub name: String,
+    /// The key (at least 16 characters).
+    pub key: Secret,
+    /// Whether it may list and force-close handovers.
+    #[serde(default)]
+    pub admin: bool,
+}
+
+/// `[api]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiSection {
+    /// The keys the API accepts.
+    pub keys: Vec<ApiKeyEntry>,
+    /// The largest request body.
+    pub max_body_bytes: usize,
+}
+
+impl Default for ApiSection {
+    fn default() -> Self {
+        Self {
+            keys: Vec::new(),
+            max_body_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// `[cognigy]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CognigySection {
+    /// `endpoint` (`{EndpointURL}/notify/{URLToken}`) or `legacy`
+    /// (`{legacy_api_base_url}/new/v2.0/endpoint/notify` with `X-API-Key`).
+    pub routes: Routes,
+    /// The API base of the deprecated routes.
+    pub legacy_api_base_url: Option<String>,
+    /// The Cognigy API key of the deprecated routes.
+    pub legacy_api_key: Secret,
+    /// An avatar for human agents' messages.
+    pub agent_avatar_url: Option<String>,
+    /// Notify and Inject calls give up after this long, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for CognigySection {
+    fn default() -> Self {
+        Self {
+            routes: Routes::Endpoint,
+            legacy_api_base_url: None,
+            legacy_api_key: Secret::default(),
+            agent_avatar_url: None,
+            request_timeout_ms: 5000,
+        }
+    }
+}
+
+/// Which Cognigy routes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Routes {
+    /// The Endpoint's current routes.
+    Endpoint,
+    /// The deprecated API routes.
+    Legacy,
+}
+
+/// One Embedded Service deployment, with the field names of Salesforce's code snippet.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Deployment {
+    /// Base URL: the snippet's `Url`.
+    #[serde(rename = "Url", alias = "url")]
+    pub url: String,
+    /// Organization ID: the snippet's `OrganizationId`.
+    #[serde(
+        rename = "OrganizationId",
+        alias = "organizationid",
+        alias = "organization_id"
+    )]
+    pub organization_id: String,
+    /// Embedded Service Developer Name: the snippet's `DeveloperName`.
+    #[serde(
+        rename = "DeveloperName",
+        alias = "developername",
+        alias = "developer_name"
+    )]
+    pub developer_name: String,
+    /// Capabilities Version: always 1.
+    #[serde(
+        rename = "CapabilitiesVersion",
+        alias = "capabilitiesversion",
+        alias = "capabilities_version",
+        default = "capabilities_version"
+    )]
+    pub capabilities_version: String,
+}
+
+fn capabilities_version() -> String {
+    "1".to_owned()
+}
+
+/// `[salesforce]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SalesforceSection {
+    /// The deployments, by the name a start request may give.
+    pub deployments: BTreeMap<String, Deployment>,
+    /// The deployment used when a start request names none.
+    pub default_deployment: Option<String>,
+    /// `SALESFORCE_MIAW_ACCESS_TOKEN_GRACE_PERIOD`, in seconds.
+    pub token_grace_secs: u64,
+    /// `DISABLE_ABORT_HANDOVER_ON_SALESFORCE_MIAW_PARTICIPANT_CHANGE`.
+    pub disable_end_on_agent_leave: bool,
+    /// The routing attribute carrying the Agent Copilot URL.
+    pub copilot_attribute: String,
+    /// The safety poll, in seconds.
+    pub safety_poll_secs: u64,
+    /// The stream watchdog, in seconds.
+    pub stream_watchdog_secs: u64,
+    /// REST calls give up after this long, in milliseconds.
+    pub request_timeout_ms: u64,
+}
+
+impl Default for SalesforceSection {
+    fn default() -> Self {
+        let core = SessionConfig::default();
+        Self {
+            deployments: BTreeMap::new(),
+            default_deployment: None,
+            token_grace_secs: core.token_grace.as_secs(),
+            disable_end_on_agent_leave: core.disable_end_on_agent_leave,
+            copilot_attribute: core.copilot_attribute,
+            safety_poll_secs: core.safety_poll_interval.as_secs(),
+            stream_watchdog_secs: core.stream_watchdog.as_secs(),
+            request_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// `[log]`
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogSection {
+    /// `pretty` or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter (`info`, `handover_app=debug,info`).
+    pub level: String,
+    /// Include message text in debug logs (off: text is redacted).
+    pub message_text: bool,
+}
+
+impl Default for LogSection {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Pretty,
+            level: "info".to_owned(),
+            message_text: false,
+        }
+    }
+}
+
+/// Log output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// For people.
+    Pretty,
+    /// One JSON object per line.
+    Json,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("data"),
+            mode: Mode::Production,
+            instance_id: None,
+            store: StoreSection::default(),
+            api: ApiSection::default(),
+            cognigy: CognigySection::default(),
+            salesforce: SalesforceSection::default(),
+            log: LogSection::default(),
+        }
+    }
+}
+
+/// A configuration that cannot work: the key and what is wrong, never a secret's value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A file or a value could not be read.
+    #[error("{0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A value is not acceptable.
+    #[error("invalid setting `{key}`: {problem}")]
+    Invalid {
+        /// The setting, as a path (`salesforce.deployments.main.Url`).
+        key: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        problem: problem.into(),
+    }
+}
+
+impl Config {
+    /// Defaults < `path` (if given, or `handover.toml` if it exists) < `HANDOVER_…` variables
+    /// < Cognigy's operator variables; then validated.
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        Self::from_figment(Self::figment(path))
+    }
+
+    /// The layers, before extraction (tests add their own).
+    pub fn figment(path: Option<&Path>) -> Figment {
+        let mut figment = Figment::from(Serialized::defaults(Self::default()));
+        match path {
+            Some(path) => figment = figment.merge(Toml::file_exact(path)),
+            None => {
+                if Path::new("handover.toml").exists() {
+                    figment = figment.merge(Toml::file_exact("handover.toml"));
+                }
+            }
+        }
+        figment
+            .merge(Env::prefixed("HANDOVER_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["SALESFORCE_MIAW_ACCESS_TOKEN_GRACE_PERIOD"])
+                    .map(|_| "salesforce.token_grace_secs".into()),
+            )
+            .merge(
+                Env::raw()
+                    .only(&["DISABLE_ABORT_HANDOVER_ON_SALESFORCE_MIAW_PARTICIPANT_CHANGE"])
+                    .map(|_| "salesforce.disable_end_on_agent_leave".into()),
+            )
+    }
+
+    /// Extracts and validates.
+    pub fn from_figment(figment: Figment) -> Result<Self, ConfigError> {
+        let config: Self = figment.extract().map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what would make the bridge misbehave; the error names the key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.mode == Mode::Production {
+            if self.store.keys.is_empty() {
+                return Err(invalid(
+                    "store.keys",
+                    "production mode needs encryption keys (`id:base64-of-32-bytes`)",
+                ));
+            }
+            if self.api.keys.is_empty() {
+                return Err(invalid(
+                    "api.keys",
+                    "production mode needs at least one API key",
+                ));
+            }
+        }
+        if !self.store.keys.is_empty() {
+            handover_store::Keyring::parse(self.store.keys.expose())
+                .map_err(|error| invalid("store.keys", error.to_string()))?;
+        }
+        if let Some(url) = &self.store.url
+            && !(url.expose().starts_with("sqlite:") || url.expose().starts_with("postgres"))
+        {
+            return Err(invalid("store.url", "must start with sqlite: or postgres:"));
+        }
+        if self.store.lease_ttl_secs < 3 {
+            return Err(invalid("store.lease_ttl_secs", "must be at least 3"));
+        }
+        for (index, key) in self.api.keys.iter().enumerate() {
+            ApiKey::new(&key.name, key.key.expose())
+                .map_err(|error| invalid(format!("api.keys[{index}].key"), error.to_string()))?;
+        }
+        if self.cognigy.routes == Routes::Legacy {
+            if self.cognigy.legacy_api_base_url.is_none() {
+                return Err(invalid(
+                    "cognigy.legacy_api_base_url",
+                    "the legacy routes need the Cognigy API base URL",
+                ));
+            }
+            if self.cognigy.legacy_api_key.is_empty() {
+                return Err(invalid(
+                    "cognigy.legacy_api_key",
+                    "the legacy routes need an API key",
+                ));
+            }
+        }
+        if self.mode == Mode::Production && self.salesforce.deployments.is_empty() {
+            return Err(invalid(
+                "salesforce.deployments",
+                "at least one deployment (Url, OrganizationId, DeveloperName) is needed",
+            ));
+        }
+        for (name, deployment) in &self.salesforce.deployments {
+            let key = |field: &str| format!("salesforce.deployments.{name}.{field}");
+            if deployment.capabilities_version != "1" {
+                return Err(invalid(key("CapabilitiesVersion"), "must be 1"));
+            }
+            MiawConfig::new(
+                &deployment.url,
+                &deployment.organization_id,
+                &deployment.developer_name,
+            )
+            .validated()
+            .map_err(|error| {
+                let field = match error.field {
+                    "base_url" => "Url",
+                    "org_id" => "OrganizationId",
+                    "developer_name" => "DeveloperName",
+                    other => other,
+                };
+                invalid(key(field), error.problem)
+            })?;
+        }
+        if let Some(default) = &self.salesforce.default_deployment
+            && !self.salesforce.deployments.contains_key(default)
+        {
+            return Err(invalid(
+                "salesforce.default_deployment",
+                format!("names {default:?}, which is not among salesforce.deployments"),
+            ));
+        }
+        self.session_config()
+            .validate()
+            .map_err(|error| invalid(format!("salesforce ({})", error.field), error.problem))?;
+        Ok(())
+    }
+
+    /// The core's tuning from this configuration.
+    pub fn session_config(&self) -> SessionConfig {
+        let salesforce = &self.salesforce;
+        SessionConfig {
+            token_grace: Duration::from_secs(salesforce.token_grace_secs),
+            disable_end_on_agent_leave: salesforce.disable_end_on_agent_leave,
+            copilot_attribute: salesforce.copilot_attribute.clone(),
+            safety_poll_interval: Duration::from_secs(salesforce.safety_poll_secs),
+            stream_watchdog: Duration::from_secs(salesforce.stream_watchdog_secs),
+            ..SessionConfig::default()
+        }
+    }
+
+    /// The Cognigy client's configuration.
+    pub fn cognigy_config(&self) -> CognigyConfig {
+        CognigyConfig {
+            routes: match self.cognigy.routes {
+                Routes::Endpoint => EndpointRoutes::Endpoint,
+                Routes::Legacy => EndpointRoutes::Legacy {
+                    api_base_url: self.cognigy.legacy_api_base_url.clone().unwrap_or_default(),
+                    api_key: self.cognigy.legacy_api_key.expose().to_owned(),
+                },
+            },
+            request_timeout: Duration::from_millis(self.cognigy.request_timeout_ms),
+            agent_avatar_url: self.cognigy.agent_avatar_url.clone(),
+        }
+    }
+
+    /// The store's URL: the configured one, or a SQLite file in the data directory.
+    pub fn store_url(&self) -> String {
+        match &self.store.url {
+            Some(url) => url.expose().to_owned(),
+            None => format!("sqlite://{}", self.data_dir.join("handover.db").display()),
+        }
+    }
+
+    /// The effective configuration as TOML, secrets redacted (`handover check-config`).
+    pub fn redacted(&self) -> String {
+        let mut copy = self.clone();
+        let redact = |secret: &mut Secret| {
+            if !secret.is_empty() {
+                *secret = Secret::from("<redacted>");
+            }
+        };
+        redact(&mut copy.store.keys);
+        if let Some(url) = copy.store.url.as_mut() {
+            // A database URL can carry a password.
+            *url = Secret(redact_url(url.expose()));
+        }
+        for key in &mut copy.api.keys {
+            redact(&mut key.key);
+        }
+        redact(&mut copy.cognigy.legacy_api_key);
+        toml_string(&copy)
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://<redacted>@{}", &url[..scheme], &url[at + 1..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn toml_string(config: &Config) -> String {
+    match serde_json::to_value(config) {
+        Ok(value) => {
+            let mut out = String::new();
+            render(&mut out, "", &value);
+            out
+        }
+        Err(error) => format!("# the configuration could not be rendered: {error}\n"),
+    }
+}
+
+/// A small TOML renderer for the effective configuration: tables after plain keys.
+fn render(out: &mut String, prefix: &str, value: &serde_json::Value) {
+    let Some(map) = value.as_object() else {
+        return;
+    };
+    let mut tables = Vec::new();
+    for (key, value) in map {
+        match value {
+            serde_json::Value::Object(_) => tables.push((key, value)),
+            serde_json::Value::Null => {}
+            other => out.push_str(&format!("{key} = {}\n", inline(other))),
+        }
+    }
+    for (key, value) in tables {
+        let path = if prefix.is_empty() {
+            key.clone()
+        } else {
+            format!("{prefix}.{key}")
+        };
+        out.push_str(&format!("\n[{path}]\n"));
+        render(out, &path, value);
+    }
+}
+
+fn inline(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::String(text) => format!("{text:?}"),
+        serde_json::Value::Array(items) => {
+            let items: Vec<String> = items.iter().map(inline).collect();
+            format!("[{}]", items.join(", "))
+        }
+        serde_json::Value::Object(map) => {
+            let fields: Vec<String> = map
+                .iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| format!("{k} = {}", inline(v)))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        other => other.to_string(),
+    }
+}

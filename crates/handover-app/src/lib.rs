@@ -1,0 +1,3 @@
+//! The handover bridge application.
+pub mod config;
+pub mod metrics;
