@@ -26,13 +26,31 @@ use handover_core::{CallId, Command, HandoverId, Outcome, Phase, SalesforceReque
 
 pub use crypto::{KeyError, Keyring, OpenError};
 pub use memory::MemoryStore;
+
 pub use sql::{INBOX_CHANNEL, InboxListener, SqlBackend, SqlStore};
+
+/// Which handovers a list shows.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SummaryFilter {
+    /// Only those still live (`Some(true)`) or ended (`Some(false)`).
+    pub live: Option<bool>,
+    /// Only this Cognigy user.
+    pub user_id: Option<String>,
+    /// Only this Cognigy session.
+    pub session_id: Option<String>,
+    /// At most this many, newest first.
+    pub limit: usize,
+}
 
 /// What a list of handovers shows, without decrypting more than the session.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Summary {
     /// The handover.
     pub handover_id: HandoverId,
+    /// Cognigy's user id.
+    pub user_id: String,
+    /// Cognigy's session id.
+    pub session_id: String,
     /// Its MIAW conversation.
     pub conversation_id: handover_core::ConversationId,
     /// Where it stands.
@@ -42,9 +60,11 @@ pub struct Summary {
 }
 
 impl Summary {
-    fn of(session: &Session) -> Self {
+    fn of(session: &Session, user_id: String, session_id: String) -> Self {
         Self {
             handover_id: session.handover_id(),
+            user_id,
+            session_id,
             conversation_id: session.conversation_id(),
             phase: session.phase(),
             outcome: session.outcome().cloned(),

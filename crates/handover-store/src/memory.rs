@@ -15,7 +15,7 @@ use handover_core::{
 
 use crate::codec::{Codec, Kind};
 use crate::crypto::Keyring;
-use crate::{Summary, gate_key};
+use crate::{Summary, SummaryFilter, gate_key};
 
 #[derive(Debug)]
 struct Row {
@@ -89,22 +89,44 @@ impl MemoryStore {
     }
 
     /// Handovers, newest first, with what a list shows.
-    pub fn summaries(&self, limit: usize) -> Result<Vec<Summary>, StoreError> {
-        let rows: Vec<(HandoverId, Vec<u8>, u64)> = {
+    pub fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<Summary>, StoreError> {
+        let rows: Vec<(HandoverId, Vec<u8>, String, String)> = {
             let state = self.state();
             let mut rows: Vec<_> = state
                 .rows
                 .iter()
-                .map(|(id, row)| (*id, row.session.clone(), row.created))
+                .filter(|(_, row)| {
+                    filter
+                        .live
+                        .is_none_or(|live| live == row.ended_at.is_none())
+                })
+                .filter(|(_, row)| filter.user_id.as_ref().is_none_or(|u| *u == row.user_id))
+                .filter(|(_, row)| {
+                    filter
+                        .session_id
+                        .as_ref()
+                        .is_none_or(|s| *s == row.session_id)
+                })
+                .map(|(id, row)| {
+                    (
+                        row.created,
+                        *id,
+                        row.session.clone(),
+                        row.user_id.clone(),
+                        row.session_id.clone(),
+                    )
+                })
                 .collect();
-            rows.sort_by_key(|(_, _, created)| std::cmp::Reverse(*created));
-            rows.truncate(limit);
-            rows
+            rows.sort_by_key(|(created, ..)| std::cmp::Reverse(*created));
+            rows.truncate(filter.limit);
+            rows.into_iter()
+                .map(|(_, id, sealed, user, session)| (id, sealed, user, session))
+                .collect()
         };
         rows.into_iter()
-            .map(|(id, sealed, _)| {
+            .map(|(id, sealed, user, session_id)| {
                 let session: Session = self.codec.open(id, Kind::Session, &sealed)?;
-                Ok(Summary::of(&session))
+                Ok(Summary::of(&session, user, session_id))
             })
             .collect()
     }

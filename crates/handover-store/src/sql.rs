@@ -23,7 +23,7 @@ use sqlx::{AnyPool, Row};
 
 use crate::codec::{Codec, Kind};
 use crate::crypto::Keyring;
-use crate::{Summary, call_of, gate_key};
+use crate::{Summary, SummaryFilter, call_of, gate_key};
 
 /// Which database.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,19 +173,33 @@ impl SqlStore {
     }
 
     /// Handovers, newest first, with what a list shows.
-    pub async fn summaries(&self, limit: usize) -> Result<Vec<Summary>, StoreError> {
-        let rows =
-            sqlx::query("SELECT id, session FROM handovers ORDER BY created_at DESC, id LIMIT $1")
-                .bind(int(limit as u64))
-                .fetch_all(&self.pool)
-                .await
-                .map_err(unavailable)?;
+    pub async fn summaries(&self, filter: &SummaryFilter) -> Result<Vec<Summary>, StoreError> {
+        let live = match filter.live {
+            None => "",
+            Some(true) => " AND ended_at IS NULL",
+            Some(false) => " AND ended_at IS NOT NULL",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT id, user_id, session_id, session FROM handovers \
+             WHERE ($1 IS NULL OR user_id = $1) AND ($2 IS NULL OR session_id = $2){live} \
+             ORDER BY created_at DESC, id LIMIT $3"
+        ))
+        .bind(filter.user_id.clone())
+        .bind(filter.session_id.clone())
+        .bind(int(filter.limit as u64))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
         rows.iter()
             .map(|row| {
                 let id = id_of(row, "id")?;
                 let sealed: Vec<u8> = row.try_get("session").map_err(unavailable)?;
                 let session: Session = self.codec.open(id, Kind::Session, &sealed)?;
-                Ok(Summary::of(&session))
+                Ok(Summary::of(
+                    &session,
+                    row.try_get("user_id").map_err(unavailable)?,
+                    row.try_get("session_id").map_err(unavailable)?,
+                ))
             })
             .collect()
     }

@@ -17,7 +17,7 @@ use base64::Engine as _;
 use handover_core::ports::{BotAddress, Commit, FencingToken, SessionStore, StoreError, Version};
 use handover_core::sim::{Sim, SimConfig};
 use handover_core::*;
-use handover_store::{Keyring, MemoryStore, SqlStore};
+use handover_store::{Keyring, MemoryStore, SqlStore, Summary, SummaryFilter};
 
 const TOKEN: &str = "eyJhbGciOiJIUzI1NiJ9.SECRET-ACCESS-TOKEN-PAYLOAD.signature";
 const URL_TOKEN: &str = "secret-endpoint-url-token-0042";
@@ -197,6 +197,13 @@ impl Opened {
         }
     }
 
+    async fn summaries(&self, filter: &SummaryFilter) -> Vec<Summary> {
+        match self {
+            Self::Memory(store) => store.summaries(filter).unwrap(),
+            Self::Sql(store) => store.summaries(filter).await.unwrap(),
+        }
+    }
+
     async fn raw_values(&self) -> Vec<Vec<u8>> {
         match self {
             Self::Memory(store) => store.sealed_values(),
@@ -315,6 +322,7 @@ conformance!(
     keys_rotate_and_a_wrong_key_is_a_clear_error,
     leases_have_one_holder_and_fence_the_previous_one,
     ended_handovers_are_purged_after_retention,
+    lists_filter_by_cognigy_session_and_liveness_newest_first,
 );
 
 // ---- the suite --------------------------------------------------------------------------------
@@ -979,5 +987,78 @@ async fn ended_handovers_are_purged_after_retention(fixture: Fixture) -> Fixture
         store.load(live.handover_id()).await.unwrap().is_some(),
         "live handovers stay"
     );
+    fixture
+}
+
+async fn lists_filter_by_cognigy_session_and_liveness_newest_first(fixture: Fixture) -> Fixture {
+    let opened = fixture.open(keys(&[("k1", 1)])).await.unwrap();
+    let store = opened.store();
+    let first = address();
+    let second = BotAddress {
+        session_id: "session-2".to_owned(),
+        ..first.clone()
+    };
+    let (older, newer) = (session(), session());
+    store
+        .admit(&RequestId::new("a").unwrap(), &older, &first, now(1))
+        .await
+        .unwrap();
+    store
+        .admit(&RequestId::new("b").unwrap(), &newer, &second, now(2))
+        .await
+        .unwrap();
+    let mut ended = store.load(older.handover_id()).await.unwrap().unwrap();
+    let lease = store
+        .acquire_lease(older.handover_id(), "a", now(3), Duration::from_secs(30))
+        .await
+        .unwrap()
+        .unwrap();
+    let _ = ended.session.handle(Input::Start, now(4));
+    close(&mut ended.session, now(5));
+    store
+        .commit(plain(&ended.session, ended.version, lease.fencing, now(6)))
+        .await
+        .unwrap();
+    let mine = |filter: SummaryFilter| SummaryFilter {
+        user_id: Some(first.user_id.clone()),
+        limit: 10,
+        ..filter
+    };
+    let all = opened.summaries(&mine(SummaryFilter::default())).await;
+    assert_eq!(
+        all.iter().map(|s| s.handover_id).collect::<Vec<_>>(),
+        [newer.handover_id(), older.handover_id()]
+    );
+    assert_eq!(all[1].phase, Phase::Ended);
+    assert_eq!(
+        all[1].outcome.as_ref().map(|o| o.reason),
+        Some(EndReason::ClosedByFlow)
+    );
+    let live = opened
+        .summaries(&mine(SummaryFilter {
+            live: Some(true),
+            ..SummaryFilter::default()
+        }))
+        .await;
+    assert_eq!(
+        live.iter().map(|s| s.handover_id).collect::<Vec<_>>(),
+        [newer.handover_id()]
+    );
+    let by_session = opened
+        .summaries(&mine(SummaryFilter {
+            session_id: Some("session-2".to_owned()),
+            ..SummaryFilter::default()
+        }))
+        .await;
+    assert_eq!(by_session.len(), 1);
+    assert_eq!(by_session[0].session_id, "session-2");
+    let one = opened
+        .summaries(&SummaryFilter {
+            user_id: Some(first.user_id.clone()),
+            limit: 1,
+            ..SummaryFilter::default()
+        })
+        .await;
+    assert_eq!(one.len(), 1);
     fixture
 }

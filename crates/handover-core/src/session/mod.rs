@@ -402,6 +402,11 @@ impl Session {
         self.request.conversation_id
     }
 
+    /// The Salesforce deployment the handover names (`None`: the default one).
+    pub fn deployment(&self) -> Option<&str> {
+        self.request.deployment.as_deref()
+    }
+
     /// The last SSE event id seen, for `Last-Event-Id`.
     pub fn last_event_id(&self) -> Option<&EventId> {
         self.last_event_id.as_ref()
