@@ -535,7 +535,12 @@ fn render(out: &mut String, prefix: &str, value: &serde_json::Value) {
         match value {
             serde_json::Value::Object(_) => tables.push((key, value)),
             serde_json::Value::Null => {}
-            other => out.push_str(&format!("{key} = {}\n", inline(other))),
+            other @ (serde_json::Value::Bool(_)
+            | serde_json::Value::Number(_)
+            | serde_json::Value::String(_)
+            | serde_json::Value::Array(_)) => {
+                out.push_str(&format!("{key} = {}\n", inline(other)));
+            }
         }
     }
     for (key, value) in tables {
@@ -564,6 +569,8 @@ fn inline(value: &serde_json::Value) -> String {
                 .collect();
             format!("{{ {} }}", fields.join(", "))
         }
-        other => other.to_string(),
+        other @ (serde_json::Value::Null
+        | serde_json::Value::Bool(_)
+        | serde_json::Value::Number(_)) => other.to_string(),
     }
 }
