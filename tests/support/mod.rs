@@ -154,12 +154,14 @@ impl Miaw {
             .to_owned()
     }
 
-    /// The texts of the user messages the agent received, in order.
+    /// The texts of the user messages the agent received, in order (none while the
+    /// conversation does not exist yet).
     pub async fn user_texts(&self, conversation: impl std::fmt::Display) -> Vec<String> {
         let details = self.conversation(conversation).await;
-        details["entries"]
-            .as_array()
-            .unwrap()
+        let Some(entries) = details["entries"].as_array() else {
+            return Vec::new();
+        };
+        entries
             .iter()
             .filter(|e| e["entryType"] == "Message" && e["sender"]["role"] == "EndUser")
             .map(|e| {

@@ -1,1 +1,219 @@
-fn main() {}
+//! `handover`: the bridge between a Cognigy.AI bot and a Salesforce MIAW agent.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use handover_app::config::{Config, LogFormat};
+use handover_app::service::Lists;
+use handover_app::{app, demo};
+use handover_core::{HandoverId, Input};
+use handover_store::SummaryFilter;
+
+/// Hands a Cognigy.AI conversation over to a Salesforce Messaging for In-App and Web agent.
+#[derive(Parser)]
+#[command(version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the bridge from its configuration (handover.toml, HANDOVER_… variables).
+    Serve {
+        /// A configuration file instead of ./handover.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Runs the bridge with an in-process Salesforce sandbox (agent console) and Cognigy
+    /// sandbox (webchat); no configuration needed.
+    Demo {
+        /// The bridge's address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Where the demo keeps its SQLite database and key.
+        #[arg(long, default_value = "data/demo")]
+        data_dir: PathBuf,
+    },
+    /// Prints the effective configuration, secrets redacted, or what is wrong with it.
+    CheckConfig {
+        /// A configuration file instead of ./handover.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Creates or updates the database schema, then exits.
+    Migrate {
+        /// A configuration file instead of ./handover.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Looks at handovers in the store.
+    Sessions {
+        /// A configuration file instead of ./handover.toml.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        action: SessionsAction,
+    },
+}
+
+#[derive(Subcommand)]
+enum SessionsAction {
+    /// The newest handovers.
+    List {
+        /// Only live ones.
+        #[arg(long)]
+        live: bool,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+    },
+    /// One handover.
+    Show {
+        /// Its id.
+        id: String,
+    },
+    /// Closes a handover as the Flow would (its driver applies it).
+    Close {
+        /// Its id.
+        id: String,
+    },
+}
+
+fn init_logs(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Pretty => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// What the program says on stdout (URLs, listings): its output, for people and scripts.
+#[allow(clippy::print_stdout)]
+fn out(text: &str) {
+    print!("{text}");
+}
+
+async fn wait_for_signal() -> anyhow::Result<()> {
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    tokio::signal::ctrl_c().await?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logs(config.log.format, &config.log.level);
+            let keys = app::keyring(&config)?;
+            let bridge = app::App::start(&config, keys).await?;
+            out(&format!("api: {}/v1\n", bridge.url()));
+            wait_for_signal().await?;
+            tracing::info!("stopping: draining drivers and releasing leases");
+            bridge.shutdown(Duration::from_secs(20)).await;
+        }
+        Command::Demo { listen, data_dir } => {
+            init_logs(LogFormat::Pretty, "warn,handover_app=info");
+            let running = demo::start(listen, data_dir).await?;
+            out(&running.urls());
+            out("Open the webchat as the customer and the console as the agent; Ctrl-C stops.\n");
+            wait_for_signal().await?;
+            running.shutdown(Duration::from_secs(10)).await;
+        }
+        Command::CheckConfig { config } => {
+            let config = Config::load(config.as_deref())?;
+            out(&config.redacted());
+        }
+        Command::Migrate { config } => {
+            let config = Config::load(config.as_deref())?;
+            init_logs(config.log.format, &config.log.level);
+            app::open_store(&config, app::keyring(&config)?).await?;
+            out("the store is up to date\n");
+        }
+        Command::Sessions { config, action } => {
+            let config = Config::load(config.as_deref())?;
+            init_logs(config.log.format, "warn");
+            let lists = app::open_store(&config, app::keyring(&config)?).await?;
+            sessions(&lists, action).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn sessions(lists: &Lists, action: SessionsAction) -> anyhow::Result<()> {
+    let store: &dyn handover_core::ports::SessionStore = match lists {
+        Lists::Memory(store) => store.as_ref(),
+        Lists::Sql(store) => store.as_ref(),
+    };
+    match action {
+        SessionsAction::List { live, limit } => {
+            let filter = SummaryFilter {
+                live: live.then_some(true),
+                limit,
+                ..SummaryFilter::default()
+            };
+            let summaries = match lists {
+                Lists::Memory(store) => store.summaries(&filter)?,
+                Lists::Sql(store) => store.summaries(&filter).await?,
+            };
+            for summary in summaries {
+                let outcome = summary.outcome.map_or_else(
+                    || "live".to_owned(),
+                    |o| format!("{}/{}", o.status().as_str(), o.reason),
+                );
+                out(&format!(
+                    "{}  {}  {}  {}/{}\n",
+                    summary.handover_id,
+                    summary.phase.as_str(),
+                    outcome,
+                    summary.user_id,
+                    summary.session_id
+                ));
+            }
+        }
+        SessionsAction::Show { id } => {
+            let id = HandoverId::parse(&id).context("not a handover id")?;
+            let stored = store.load(id).await?.context("no such handover")?;
+            let pending = store.pending_commands(id).await?.len();
+            let inputs = store.pending_inputs(id).await?.len();
+            out(&format!(
+                "handover: {id}\nconversation: {}\nuser: {}\nsession: {}\nphase: {}\noutcome: {}\nversion: {}\npending commands: {pending}\npending inputs: {inputs}\n",
+                stored.session.conversation_id(),
+                stored.address.user_id,
+                stored.address.session_id,
+                stored.session.phase().as_str(),
+                stored.session.outcome().map_or_else(
+                    || "-".to_owned(),
+                    |o| format!("{}/{}", o.status().as_str(), o.reason)
+                ),
+                stored.version.0,
+            ));
+        }
+        SessionsAction::Close { id } => {
+            let id = HandoverId::parse(&id).context("not a handover id")?;
+            let position = store.append_input(id, &Input::FlowClosed).await?;
+            out(&format!(
+                "close requested (inbox position {position}); the handover's driver applies it\n"
+            ));
+        }
+    }
+    Ok(())
+}

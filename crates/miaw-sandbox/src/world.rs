@@ -165,6 +165,8 @@ pub(crate) struct World {
     /// Every token issued up to this counter value counts as expired.
     expired_through: u64,
     next_token: u64,
+    /// Access tokens minted (continuations not counted).
+    minted: u64,
     token_requests: HashMap<String, VecDeque<u64>>,
     subjects: HashMap<String, SubjectLog>,
     conversations: BTreeMap<String, Conversation>,
@@ -267,6 +269,7 @@ impl World {
             expired_subjects: HashMap::new(),
             expired_through: 0,
             next_token: 0,
+            minted: 0,
             token_requests: HashMap::new(),
             subjects: HashMap::new(),
             conversations: BTreeMap::new(),
@@ -340,7 +343,13 @@ impl World {
             ),
         };
         let expires_at = now_ms / 1000 + lifetime;
+        self.minted += 1;
         Ok(self.issue(now_ms, org_id, developer_name, subject, expires_at))
+    }
+
+    /// How many access tokens were minted so far (continuations not counted).
+    pub(crate) fn minted(&self) -> u64 {
+        self.minted
     }
 
     fn issue(

@@ -48,6 +48,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/control/faults", put(set_faults).get(faults))
         .route("/control/faults/injected", get(injected))
         .route("/control/tokens/expire", post(expire_tokens))
+        .route("/control/tokens", get(tokens))
 }
 
 async fn console() -> Response {
@@ -375,6 +376,11 @@ async fn injected(state: State) -> axum::Json<Value> {
 #[serde(default, deny_unknown_fields)]
 struct Expire {
     subject: Option<String>,
+}
+
+/// How many access tokens were minted (continuations not counted).
+async fn tokens(state: State) -> axum::Json<Value> {
+    axum::Json(json!({ "minted": state.world().minted() }))
 }
 
 async fn expire_tokens(state: State, body: Option<StrictJson<Expire>>) -> StatusCode {

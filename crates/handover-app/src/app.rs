@@ -1,0 +1,307 @@
+//! The bridge, assembled from its configuration: store, adapters, runtime, HTTP server, and
+//! the background tasks (takeover scan, inbox notifications, retention).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
+use handover_cognigy::CognigyClient;
+use handover_cognigy::api::{self, ApiConfig, ApiKey};
+use handover_core::ports::{SalesforcePort, SessionStore};
+use handover_salesforce::{MiawClient, MiawConfig};
+use handover_store::{Keyring, MemoryStore, SqlBackend, SqlStore};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::runtime::{Parts, Runtime, now};
+use crate::service::{AppHandovers, Lists};
+
+/// A running bridge.
+#[derive(Debug)]
+pub struct App {
+    address: SocketAddr,
+    url: String,
+    runtime: Runtime,
+    lists: Lists,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Opens the store the configuration names (`memory:` for tests), with `keys`.
+pub async fn open_store(config: &Config, keys: Keyring) -> anyhow::Result<Lists> {
+    let url = config.store_url();
+    if url == "memory:" {
+        return Ok(Lists::Memory(Arc::new(MemoryStore::new(keys))));
+    }
+    if url.starts_with("sqlite:") {
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("creating the data directory {}", config.data_dir.display())
+        })?;
+    }
+    let store = SqlStore::connect(&url, keys)
+        .await
+        .context("opening the store (store.url)")?;
+    Ok(Lists::Sql(Arc::new(store)))
+}
+
+/// The keyring the configuration names.
+pub fn keyring(config: &Config) -> anyhow::Result<Keyring> {
+    if config.store.keys.expose().trim().is_empty() {
+        anyhow::ensure!(
+            config.mode == crate::config::Mode::Demo,
+            "store.keys: production mode needs encryption keys"
+        );
+        return Ok(Keyring::ephemeral());
+    }
+    Keyring::parse(config.store.keys.expose()).context("store.keys")
+}
+
+impl App {
+    /// Starts serving `config`.
+    pub async fn start(config: &Config, keys: Keyring) -> anyhow::Result<Self> {
+        let lists = open_store(config, keys).await?;
+        let store: Arc<dyn SessionStore> = match &lists {
+            Lists::Memory(store) => store.clone(),
+            Lists::Sql(store) => store.clone(),
+        };
+        let http = reqwest_client()?;
+        let mut deployments: BTreeMap<String, Arc<dyn SalesforcePort>> = BTreeMap::new();
+        for (name, deployment) in &config.salesforce.deployments {
+            let mut miaw = MiawConfig::new(
+                &deployment.url,
+                &deployment.organization_id,
+                &deployment.developer_name,
+            );
+            miaw.request_timeout = Duration::from_millis(config.salesforce.request_timeout_ms);
+            let miaw = miaw.validated().map_err(|e| {
+                anyhow::anyhow!("salesforce.deployments.{name}: {}: {}", e.field, e.problem)
+            })?;
+            deployments.insert(
+                name.clone(),
+                Arc::new(MiawClient::with_http(miaw, http.clone())),
+            );
+        }
+        let default_deployment = config
+            .salesforce
+            .default_deployment
+            .clone()
+            .or_else(|| deployments.keys().next().cloned())
+            .context("salesforce.deployments: no deployment is configured")?;
+        let bot = Arc::new(CognigyClient::with_http(config.cognigy_config(), http));
+        let metrics = Metrics::new();
+        let lease_ttl = Duration::from_secs(config.store.lease_ttl_secs);
+        let owner = config
+            .instance_id
+            .clone()
+            .unwrap_or_else(|| format!("instance-{}", random_hex()));
+        let runtime = Runtime::new(Parts {
+            store: store.clone(),
+            deployments,
+            default_deployment,
+            bot,
+            session_config: config.session_config(),
+            owner,
+            lease_ttl,
+            inbox_poll: Duration::from_secs(10),
+            metrics: metrics.clone(),
+            log_text: config.log.message_text,
+        });
+        let mut keys = Vec::new();
+        for entry in &config.api.keys {
+            keys.push(if entry.admin {
+                ApiKey::admin(&entry.name, entry.key.expose())?
+            } else {
+                ApiKey::new(&entry.name, entry.key.expose())?
+            });
+        }
+        let service = Arc::new(AppHandovers::new(runtime.clone(), lists.clone()));
+        let api = api::router(
+            service,
+            ApiConfig {
+                keys,
+                max_body_bytes: config.api.max_body_bytes,
+                ..ApiConfig::default()
+            },
+        );
+        let (stop, stopped) = watch::channel(false);
+        let router = Router::new()
+            .route(
+                "/metrics",
+                get(move || {
+                    let metrics = metrics.clone();
+                    async move {
+                        (
+                            [(
+                                "content-type",
+                                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                            )],
+                            metrics.render(),
+                        )
+                    }
+                }),
+            )
+            .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get({
+                    let runtime = runtime.clone();
+                    move || {
+                        let runtime = runtime.clone();
+                        async move { ready(&runtime).await }
+                    }
+                }),
+            )
+            .merge(api);
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {} (listen)", config.listen))?;
+        let address = listener.local_addr()?;
+        let url = format!("http://{address}");
+        let mut tasks = Vec::new();
+        let mut server_stop = stopped.clone();
+        tasks.push(tokio::spawn(async move {
+            let served = axum::serve(listener, router)
+                .with_graceful_shutdown(async move {
+                    let _ = server_stop.wait_for(|stop| *stop).await;
+                })
+                .await;
+            if let Err(error) = served {
+                tracing::error!(%error, "the HTTP server stopped");
+            }
+        }));
+        tasks.push(runtime.spawn_scanner(lease_ttl / 2));
+        if let Lists::Sql(sql) = &lists
+            && sql.backend() == SqlBackend::Postgres
+            && let Some(mut listener) = sql.inbox_listener().await?
+        {
+            let runtime = runtime.clone();
+            let mut stop = stopped.clone();
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        woken = listener.next() => match woken {
+                            Ok(id) => runtime.wake(id),
+                            Err(error) => {
+                                tracing::warn!(%error, "inbox notifications failed; drivers poll meanwhile");
+                                tokio::time::sleep(Duration::from_secs(1)).await;
+                            }
+                        },
+                        () = crate::runtime::stopped(&mut stop) => return,
+                    }
+                }
+            }));
+        }
+        let retention = Duration::from_secs(config.store.retention_days * 24 * 3600);
+        let purge_store = store.clone();
+        let mut purge_stop = stopped;
+        tasks.push(tokio::spawn(async move {
+            loop {
+                let before = now()
+                    .as_unix_millis()
+                    .saturating_sub(u64::try_from(retention.as_millis()).unwrap_or(u64::MAX));
+                match purge_store
+                    .purge_ended(handover_core::Timestamp::from_unix_millis(before))
+                    .await
+                {
+                    Ok(0) => {}
+                    Ok(purged) => tracing::info!(purged, "purged ended handovers past retention"),
+                    Err(error) => tracing::warn!(%error, "purging ended handovers failed"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(3600)) => {}
+                    () = crate::runtime::stopped(&mut purge_stop) => return,
+                }
+            }
+        }));
+        tracing::info!(%url, "the bridge is listening");
+        Ok(Self {
+            address,
+            url,
+            runtime,
+            lists,
+            stop,
+            tasks,
+        })
+    }
+
+    /// Where it listens.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// Its base URL (the API is under `/v1`).
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The runtime (tests look at what it drives).
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// The store.
+    pub fn lists(&self) -> &Lists {
+        &self.lists
+    }
+
+    /// Graceful shutdown: stop taking requests, stop the drivers (each releases its lease),
+    /// within `limit`.
+    pub async fn shutdown(self, limit: Duration) {
+        let _ = self.stop.send(true);
+        self.runtime.shutdown(limit).await;
+        for task in self.tasks {
+            if tokio::time::timeout(Duration::from_secs(2), task)
+                .await
+                .is_err()
+            {
+                tracing::warn!("a background task did not stop in time");
+            }
+        }
+    }
+
+    /// Stops everything at once, as a crash would: no lease is released.
+    pub fn abort(self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.runtime.abort_all();
+    }
+}
+
+async fn ready(runtime: &Runtime) -> (StatusCode, String) {
+    if runtime.is_stopping() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "stopping".to_owned());
+    }
+    match runtime.store().live_handovers().await {
+        Ok(live) => (
+            StatusCode::OK,
+            format!("ready; {} live handovers", live.len()),
+        ),
+        Err(error) => (StatusCode::SERVICE_UNAVAILABLE, format!("store: {error}")),
+    }
+}
+
+fn reqwest_client() -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(5))
+        .build()
+        .context("building the HTTP client")
+}
+
+/// 16 random hex digits.
+pub fn random_hex() -> String {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        return "0000000000000000".to_owned();
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}

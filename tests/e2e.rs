@@ -1,0 +1,754 @@
+//! End to end: the real bridge (`handover_app::App`, on SQLite) between `miaw-sandbox` and
+//! `cognigy-sandbox` over loopback. The Flow is played through the bridge's `/v1` API, the
+//! agent through the MIAW sandbox's control API; what the user and the Flow got is read from
+//! the Cognigy sandbox's record of Notify and Inject calls. Named after the scenarios.
+
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use base64::Engine as _;
+use cognigy_sandbox::{DEFAULT_URL_TOKEN, SandboxConfig as CognigyConfig};
+use handover_app::app::App;
+use handover_app::config::{ApiKeyEntry, Config, Deployment, Mode, Secret};
+use handover_core::HandoverId;
+use handover_store::Keyring;
+use miaw_sandbox::SandboxConfig;
+use serde_json::{Value, json};
+use support::{Miaw, eventually};
+
+const KEY: &str = "e2e-flow-key-0123456789";
+const ADMIN: &str = "e2e-admin-key-0123456789";
+const WAIT: Duration = Duration::from_secs(20);
+
+fn keys_spec() -> String {
+    format!(
+        "k1:{}",
+        base64::engine::general_purpose::STANDARD.encode([11u8; 32])
+    )
+}
+
+struct E2e {
+    miaw: Miaw,
+    cognigy: cognigy_sandbox::Sandbox,
+    app: Option<App>,
+    config: Config,
+    http: reqwest::Client,
+    dir: PathBuf,
+}
+
+fn config(miaw: &Miaw, dir: &std::path::Path) -> Config {
+    let mut config = Config {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        mode: Mode::Production,
+        ..Config::default()
+    };
+    config.store.keys = Secret::from(keys_spec().as_str());
+    config.store.lease_ttl_secs = 3;
+    config.api.keys = vec![
+        ApiKeyEntry {
+            name: "flow".to_owned(),
+            key: Secret::from(KEY),
+            admin: false,
+        },
+        ApiKeyEntry {
+            name: "ops".to_owned(),
+            key: Secret::from(ADMIN),
+            admin: true,
+        },
+    ];
+    config.salesforce.deployments = BTreeMap::from([(
+        "sandbox".to_owned(),
+        Deployment {
+            url: miaw.sandbox.url().to_owned(),
+            organization_id: miaw_sandbox::DEFAULT_ORG_ID.to_owned(),
+            developer_name: miaw_sandbox::DEFAULT_DEVELOPER_NAME.to_owned(),
+            capabilities_version: "1".to_owned(),
+        },
+    )]);
+    config.salesforce.safety_poll_secs = 2;
+    config.salesforce.stream_watchdog_secs = 5;
+    config.validate().unwrap();
+    config
+}
+
+impl E2e {
+    async fn start() -> Self {
+        let miaw = Miaw::start(SandboxConfig::default()).await;
+        let cognigy = cognigy_sandbox::Sandbox::start(
+            "127.0.0.1:0".parse().unwrap(),
+            CognigyConfig::default(),
+        )
+        .await
+        .unwrap();
+        let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "e2e-{}",
+            HandoverId::from_random_bytes(random_bytes())
+        ));
+        let config = config(&miaw, &dir);
+        let app = App::start(&config, Keyring::parse(&keys_spec()).unwrap())
+            .await
+            .unwrap();
+        Self {
+            miaw,
+            cognigy,
+            app: Some(app),
+            config,
+            http: reqwest::Client::new(),
+            dir,
+        }
+    }
+
+    fn url(&self) -> String {
+        self.app.as_ref().unwrap().url().to_owned()
+    }
+
+    /// The bridge crashes (no lease released) and a new process starts on the same store.
+    async fn crash_and_restart(&mut self) {
+        self.app.take().unwrap().abort();
+        let mut config = self.config.clone();
+        config.instance_id = Some("after-the-restart".to_owned());
+        self.app = Some(
+            App::start(&config, Keyring::parse(&keys_spec()).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+
+    async fn api(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        key: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.url()))
+            .bearer_auth(key);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.api(reqwest::Method::POST, path, KEY, Some(body)).await
+    }
+
+    async fn start_handover(&self, session: &str, extra: Value) -> String {
+        let mut body = json!({
+            "requestId": format!("{session}-{}", HandoverId::from_random_bytes(random_bytes())),
+            "userId": "e2e-user",
+            "sessionId": session,
+            "URLToken": DEFAULT_URL_TOKEN,
+            "endpointUrl": self.cognigy.url(),
+            "locale": "de_DE",
+        });
+        for (key, value) in extra.as_object().unwrap() {
+            body[key] = value.clone();
+        }
+        let (status, answer) = self.post("/v1/handovers", body).await;
+        assert_eq!(status, 202, "{answer}");
+        answer["handoverId"].as_str().unwrap().to_owned()
+    }
+
+    async fn conversation(&self, handover: &str) -> String {
+        let (_, view) = self
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/handovers/{handover}"),
+                KEY,
+                None,
+            )
+            .await;
+        view["conversationId"].as_str().unwrap().to_owned()
+    }
+
+    async fn view(&self, handover: &str) -> Value {
+        self.api(
+            reqwest::Method::GET,
+            &format!("/v1/handovers/{handover}"),
+            KEY,
+            None,
+        )
+        .await
+        .1
+    }
+
+    async fn say(&self, handover: &str, id: &str, text: &str) {
+        let (status, answer) = self
+            .post(
+                &format!("/v1/handovers/{handover}/messages"),
+                json!({ "messageId": id, "text": text }),
+            )
+            .await;
+        assert_eq!(status, 202, "{answer}");
+    }
+
+    async fn calls(&self, session: &str) -> Vec<Value> {
+        let answer: Value = self
+            .http
+            .get(format!(
+                "{}/control/calls?sessionId={session}",
+                self.cognigy.url()
+            ))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["calls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|c| c["status"] == 200)
+            .cloned()
+            .collect()
+    }
+
+    /// What the user read (agent texts and bridge notices), in order.
+    async fn user_read(&self, session: &str) -> Vec<String> {
+        self.calls(session)
+            .await
+            .iter()
+            .filter(|c| c["kind"] == "notify")
+            .map(|c| c["body"]["text"].as_str().unwrap_or("").to_owned())
+            .collect()
+    }
+
+    /// The statuses the Flow got, in order (`status` or `status/reason`).
+    async fn flow_heard(&self, session: &str) -> Vec<String> {
+        self.calls(session)
+            .await
+            .iter()
+            .filter(|c| c["kind"] == "inject")
+            .map(|c| {
+                let handover = &c["body"]["data"]["handover"];
+                match handover["reason"].as_str() {
+                    Some(reason) => format!("{}/{reason}", handover["status"].as_str().unwrap()),
+                    None => handover["status"].as_str().unwrap().to_owned(),
+                }
+            })
+            .collect()
+    }
+
+    async fn agent_says(&self, conversation: &str, text: &str) {
+        self.miaw
+            .act(conversation, "messages", json!({ "text": text }))
+            .await;
+    }
+
+    async fn minted(&self) -> u64 {
+        let answer: Value = self
+            .http
+            .get(format!("{}/control/tokens", self.miaw.sandbox.url()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        answer["minted"].as_u64().unwrap()
+    }
+
+    async fn metrics(&self) -> String {
+        self.http
+            .get(format!("{}/metrics", self.url()))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    async fn stop(mut self) {
+        if let Some(app) = self.app.take() {
+            app.shutdown(Duration::from_secs(5)).await;
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn random_bytes() -> [u8; 16] {
+    fastrand::u128(..).to_le_bytes()
+}
+
+async fn until<F, Fut>(what: &str, condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    eventually(WAIT, what, condition).await;
+}
+
+#[tokio::test]
+async fn s01_s10_s15_a_guest_handover_relays_both_ways_and_the_flow_hears_active() {
+    let e2e = E2e::start().await;
+    let handover = e2e
+        .start_handover(
+            "s01",
+            json!({ "settings": { "routingAttributes": { "issueType": "Billing" } } }),
+        )
+        .await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("the Flow got active", || async {
+        e2e.flow_heard("s01").await.contains(&"active".to_owned())
+    })
+    .await;
+    e2e.agent_says(&conversation, "Hi, Jane here").await;
+    until("the user read the agent", || async {
+        e2e.user_read("s01")
+            .await
+            .contains(&"Hi, Jane here".to_owned())
+    })
+    .await;
+    let notify = e2e
+        .calls("s01")
+        .await
+        .into_iter()
+        .find(|c| c["body"]["text"] == "Hi, Jane here")
+        .unwrap();
+    assert_eq!(notify["body"]["data"]["handover"]["agentName"], "Jane");
+    e2e.say(&handover, "m1", "My card was charged twice").await;
+    until("the agent read the user", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .contains(&"My card was charged twice".to_owned())
+    })
+    .await;
+    let details = e2e.miaw.conversation(&conversation).await;
+    assert_eq!(
+        details["routingAttributes"],
+        json!({ "issueType": "Billing", "language": "de_DE" })
+    );
+    let metrics = e2e.metrics().await;
+    assert!(metrics.contains("handover_started_total 1"), "{metrics}");
+    assert!(
+        metrics.contains("handover_relay_seconds_count{direction=\"to_user\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("handover_relay_seconds_count{direction=\"to_agent\"} 1"),
+        "{metrics}"
+    );
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s02_a_long_transcript_arrives_as_several_messages_in_order_before_live_ones() {
+    let e2e = E2e::start().await;
+    let turns: Vec<Value> = (0..50)
+        .map(|i| json!({ "role": if i % 2 == 0 { "user" } else { "bot" }, "text": format!("turn {i:02} {}", "x".repeat(140)) }))
+        .collect();
+    let handover = e2e
+        .start_handover(
+            "s02",
+            json!({ "transcript": turns, "settings": { "sendTranscript": true } }),
+        )
+        .await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.say(&handover, "live-1", "typed while queued").await;
+    until("everything arrived", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .iter()
+            .any(|t| t == "typed while queued")
+    })
+    .await;
+    let texts = e2e.miaw.user_texts(&conversation).await;
+    let chunks = &texts[..texts.len() - 1];
+    assert!(chunks.len() >= 3, "{} chunks", chunks.len());
+    assert!(chunks.iter().all(|c| c.chars().count() <= 3000));
+    let joined = chunks.join("\n");
+    let positions: Vec<usize> = (0..50)
+        .map(|i| joined.find(&format!("turn {i:02}")).unwrap())
+        .collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "the turns are in order"
+    );
+    assert_eq!(texts.last().unwrap(), "typed while queued");
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s22_the_agent_sees_the_user_leave_and_come_back() {
+    let e2e = E2e::start().await;
+    let handover = e2e.start_handover("s22", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s22").await.contains(&"active".to_owned())
+    })
+    .await;
+    for route in ["user-disconnected", "user-disconnected", "user-connected"] {
+        assert_eq!(
+            e2e.post(&format!("/v1/handovers/{handover}/{route}"), json!(null))
+                .await
+                .0,
+            202
+        );
+    }
+    until("both notices", || async {
+        e2e.miaw.user_texts(&conversation).await.len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e2e.miaw.user_texts(&conversation).await,
+        ["User left the conversation", "User joined the conversation"]
+    );
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s24_s27_a_transfer_and_inactivity_are_not_ends() {
+    let e2e = E2e::start().await;
+    let handover = e2e.start_handover("s24", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s24").await.contains(&"active".to_owned())
+    })
+    .await;
+    e2e.miaw
+        .act(&conversation, "transfer", json!({ "to": "Sam" }))
+        .await;
+    e2e.agent_says(&conversation, "Sam here").await;
+    until("Sam is heard", || async {
+        e2e.user_read("s24").await.contains(&"Sam here".to_owned())
+    })
+    .await;
+    // S27: inactive, then the user writes: re-routed, a new agent joins, the Flow hears active again.
+    e2e.miaw.act(&conversation, "inactive", json!({})).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    e2e.say(&handover, "m-back", "I am back").await;
+    until("re-routed", || async {
+        e2e.miaw.conversation(&conversation).await["sessionStatus"] == "Waiting"
+    })
+    .await;
+    e2e.miaw
+        .act(&conversation, "accept", json!({ "agent": "Kim" }))
+        .await;
+    until("active again", || async {
+        e2e.flow_heard("s24")
+            .await
+            .iter()
+            .filter(|s| *s == "active")
+            .count()
+            >= 2
+    })
+    .await;
+    let heard = e2e.flow_heard("s24").await;
+    assert!(
+        !heard
+            .iter()
+            .any(|s| s.starts_with("completed") || s.starts_with("error")),
+        "{heard:?}"
+    );
+    assert_eq!(e2e.view(&handover).await["live"], true);
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s26_s33_the_agent_ends_the_flow_hears_completed_once_and_a_second_handover_works() {
+    let e2e = E2e::start().await;
+    let first = e2e.start_handover("s26", json!({})).await;
+    let conversation = e2e.conversation(&first).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s26").await.contains(&"active".to_owned())
+    })
+    .await;
+    e2e.miaw.act(&conversation, "end", json!({})).await;
+    until("completed", || async {
+        e2e.flow_heard("s26")
+            .await
+            .iter()
+            .any(|s| s.starts_with("completed"))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let heard = e2e.flow_heard("s26").await;
+    assert_eq!(
+        heard.iter().filter(|s| s.starts_with("completed")).count(),
+        1,
+        "{heard:?}"
+    );
+    assert!(heard.contains(&"completed/agent_ended".to_owned()));
+    assert_eq!(e2e.view(&first).await["outcome"]["reason"], "agent_ended");
+    // S33: the same Cognigy session hands over again, with a new conversation.
+    let second = e2e.start_handover("s26", json!({})).await;
+    assert_ne!(second, first);
+    let next = e2e.conversation(&second).await;
+    assert_ne!(next, conversation);
+    e2e.miaw.accept_when_created(&next, "Sam", WAIT).await;
+    until("active again", || async {
+        e2e.flow_heard("s26")
+            .await
+            .iter()
+            .filter(|s| *s == "active")
+            .count()
+            == 2
+    })
+    .await;
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s31_a_cancel_while_queued_closes_the_conversation_and_the_flow_hears_cancelled() {
+    let e2e = E2e::start().await;
+    let handover = e2e.start_handover("s31", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    until("queued", || async {
+        e2e.miaw.conversation(&conversation).await["sessionStatus"] == "Waiting"
+    })
+    .await;
+    assert_eq!(
+        e2e.post(&format!("/v1/handovers/{handover}/cancel"), json!(null))
+            .await
+            .0,
+        202
+    );
+    until("cancelled", || async {
+        e2e.flow_heard("s31")
+            .await
+            .contains(&"cancelled/cancelled_by_user".to_owned())
+    })
+    .await;
+    until("closed at Salesforce", || async {
+        e2e.miaw.conversation(&conversation).await["closed"] == true
+    })
+    .await;
+    let (status, answer) = e2e
+        .post(
+            &format!("/v1/handovers/{handover}/messages"),
+            json!({ "messageId": "late", "text": "x" }),
+        )
+        .await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("ended"))
+    );
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s13_s14_s35_a_lost_session_end_a_refused_file_and_a_withheld_message_lose_nothing() {
+    let e2e = E2e::start().await;
+    let handover = e2e.start_handover("s35", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s35").await.contains(&"active".to_owned())
+    })
+    .await;
+    // S35: a message the stream never delivers arrives by the safety poll (2 s here).
+    e2e.miaw
+        .control(
+            reqwest::Method::PUT,
+            &format!("conversations/{conversation}/faults"),
+            json!({ "withhold_next_events": 1 }),
+        )
+        .await;
+    e2e.agent_says(&conversation, "never on the stream").await;
+    until("the withheld message", || async {
+        e2e.user_read("s35")
+            .await
+            .contains(&"never on the stream".to_owned())
+    })
+    .await;
+    // S14: a file of a type Salesforce refuses reaches the agent as a link.
+    let exe = e2e
+        .miaw
+        .host_file(
+            handover_core::ConversationId::parse(&conversation).unwrap(),
+            "tool.exe",
+            "application/x-msdownload",
+            b"MZ",
+        )
+        .await;
+    let (status, _) = e2e
+        .post(&format!("/v1/handovers/{handover}/messages"), json!({ "messageId": "file-1", "attachments": [{ "url": exe, "fileName": "tool.exe", "mimeType": "application/x-msdownload" }] }))
+        .await;
+    assert_eq!(status, 202);
+    until("the link", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .iter()
+            .any(|t| t.starts_with("tool.exe: http"))
+    })
+    .await;
+    // S13: the agent ends while the end's events are lost; the user's message is resent as a
+    // new messaging session and the agent sees it once.
+    e2e.miaw
+        .control(
+            reqwest::Method::PUT,
+            &format!("conversations/{conversation}/faults"),
+            json!({ "withhold_next_events": 2 }),
+        )
+        .await;
+    e2e.miaw.act(&conversation, "end", json!({})).await;
+    e2e.say(&handover, "m-417", "Still there?").await;
+    until("the resend", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .iter()
+            .any(|t| t == "Still there?")
+    })
+    .await;
+    let texts = e2e.miaw.user_texts(&conversation).await;
+    assert_eq!(texts.iter().filter(|t| *t == "Still there?").count(), 1);
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s42_after_a_crash_and_restart_the_stream_resumes_without_a_new_token_and_nothing_is_lost()
+{
+    let mut e2e = E2e::start().await;
+    let handover = e2e.start_handover("s42", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s42").await.contains(&"active".to_owned())
+    })
+    .await;
+    e2e.agent_says(&conversation, "before the crash").await;
+    until("relayed", || async {
+        e2e.user_read("s42")
+            .await
+            .contains(&"before the crash".to_owned())
+    })
+    .await;
+    let minted = e2e.minted().await;
+    e2e.crash_and_restart().await;
+    // Meanwhile both sides keep talking.
+    e2e.agent_says(&conversation, "during the restart").await;
+    e2e.say(&handover, "m-restart", "are you still there?")
+        .await;
+    until("the new process relays the agent", || async {
+        e2e.user_read("s42")
+            .await
+            .contains(&"during the restart".to_owned())
+    })
+    .await;
+    until("and the user", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .contains(&"are you still there?".to_owned())
+    })
+    .await;
+    e2e.agent_says(&conversation, "after the restart").await;
+    until("the stream works", || async {
+        e2e.user_read("s42")
+            .await
+            .contains(&"after the restart".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = e2e.user_read("s42").await;
+    for text in [
+        "before the crash",
+        "during the restart",
+        "after the restart",
+    ] {
+        assert_eq!(
+            read.iter().filter(|t| *t == text).count(),
+            1,
+            "{text} once: {read:?}"
+        );
+    }
+    assert_eq!(
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .iter()
+            .filter(|t| *t == "are you still there?")
+            .count(),
+        1
+    );
+    assert_eq!(e2e.minted().await, minted, "no token was minted again");
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn s44_bad_requests_are_refused_and_change_no_live_handover() {
+    let e2e = E2e::start().await;
+    let handover = e2e.start_handover("s44", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    let path = format!("/v1/handovers/{handover}/messages");
+    let (status, _) = e2e
+        .api(
+            reqwest::Method::POST,
+            &path,
+            "wrong-key-0123456789",
+            Some(json!({ "messageId": "x", "text": "x" })),
+        )
+        .await;
+    assert_eq!(status, 401);
+    let huge = json!({ "messageId": "big", "text": "x".repeat(2 * 1024 * 1024) });
+    assert_eq!(e2e.post(&path, huge).await.0, 413);
+    let missing = HandoverId::from_random_bytes(random_bytes());
+    assert_eq!(
+        e2e.post(
+            &format!("/v1/handovers/{missing}/messages"),
+            json!({ "messageId": "x", "text": "x" })
+        )
+        .await
+        .0,
+        404
+    );
+    let (status, answer) = e2e.post(&path, json!({ "text": "no id" })).await;
+    assert_eq!(
+        (status, answer["error"]["field"].as_str()),
+        (400, Some("messageId"))
+    );
+    e2e.say(&handover, "ok-1", "the only message").await;
+    until("it arrived", || async {
+        !e2e.miaw.user_texts(&conversation).await.is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        e2e.miaw.user_texts(&conversation).await,
+        ["the only message"]
+    );
+    assert_eq!(e2e.view(&handover).await["live"], true);
+    let (status, list) = e2e
+        .api(reqwest::Method::GET, "/v1/handovers?live=true", ADMIN, None)
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(list["handovers"][0]["handoverId"], handover.as_str());
+    e2e.stop().await;
+}
