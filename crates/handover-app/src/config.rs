@@ -341,7 +341,12 @@ impl Config {
             }
         }
         figment
-            .merge(Env::prefixed("HANDOVER_").split("__"))
+            .merge(
+                Env::prefixed("HANDOVER_")
+                    .split("__")
+                    .map(|key| canonical_key(key.as_str()).into())
+                    .lowercase(false),
+            )
             .merge(
                 Env::raw()
                     .only(&["SALESFORCE_MIAW_ACCESS_TOKEN_GRACE_PERIOD"])
@@ -503,6 +508,25 @@ impl Config {
         redact(&mut copy.cognigy.legacy_api_key);
         toml_string(&copy)
     }
+}
+
+/// Environment keys are case-insensitive; Salesforce's field names are not. The names a
+/// deployment takes from the code snippet are spelled as in the file, so that a variable
+/// overrides the file's value instead of adding a second spelling of it.
+fn canonical_key(key: &str) -> String {
+    let lower = key.to_ascii_lowercase();
+    let parts: Vec<&str> = lower.split('.').collect();
+    if let ["salesforce", "deployments", name, field] = parts.as_slice() {
+        let field = match field.to_ascii_lowercase().replace('_', "").as_str() {
+            "url" => "Url".to_owned(),
+            "organizationid" => "OrganizationId".to_owned(),
+            "developername" => "DeveloperName".to_owned(),
+            "capabilitiesversion" => "CapabilitiesVersion".to_owned(),
+            _ => (*field).to_owned(),
+        };
+        return format!("salesforce.deployments.{name}.{field}");
+    }
+    lower
 }
 
 fn redact_url(url: &str) -> String {
