@@ -1,0 +1,113 @@
+//! The `handover` binary itself: `demo` starts with no configuration, prints its URLs one per
+//! line, serves them, and stops cleanly on SIGTERM; `check-config` explains a bad setting.
+
+#![allow(clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn read_urls(stdout: std::process::ChildStdout) -> Vec<(String, String)> {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut urls = Vec::new();
+    while urls.len() < 3 {
+        let line = lines.next().expect("the demo prints its URLs").unwrap();
+        if let Some((name, url)) = line.split_once(": ")
+            && url.starts_with("http://")
+        {
+            urls.push((name.to_owned(), url.to_owned()));
+        }
+    }
+    urls
+}
+
+#[tokio::test]
+async fn the_demo_starts_without_configuration_prints_its_urls_and_stops_on_sigterm() {
+    let data = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("demo-{}", std::process::id()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["demo", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .env_remove("HANDOVER_STORE__KEYS")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let urls = tokio::task::spawn_blocking(move || read_urls(stdout))
+        .await
+        .unwrap();
+    let names: Vec<&str> = urls.iter().map(|(name, _)| name.as_str()).collect();
+    assert_eq!(names, ["webchat", "console", "api"]);
+    let http = reqwest::Client::new();
+    for (name, url) in &urls {
+        let probe = if name == "api" {
+            format!("{url}/openapi.json")
+        } else {
+            url.clone()
+        };
+        let response = http.get(&probe).send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{name}: {probe} answered {}",
+            response.status()
+        );
+    }
+    let api = &urls[2].1;
+    let base = api.trim_end_matches("/v1");
+    assert_eq!(
+        http.get(format!("{base}/healthz"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap(),
+        "ok"
+    );
+    // SIGTERM: a graceful stop within a bounded time.
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the demo did not stop within 20 s of SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        data.join("demo.key").exists(),
+        "the demo keeps its key for the next start"
+    );
+    let _ = std::fs::remove_dir_all(&data);
+}
+
+#[test]
+fn check_config_names_the_bad_key() {
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, "[store]\nlease_ttl_secs = 1\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .args(["check-config", "--config"])
+        .arg(&file)
+        .env_remove("HANDOVER_STORE__KEYS")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("store.keys") || stderr.contains("store.lease_ttl_secs"),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
