@@ -139,6 +139,17 @@ impl E2e {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// A new process on the same store, after the previous one stopped.
+    async fn start_next_instance(&mut self) {
+        let mut config = self.config.clone();
+        config.instance_id = Some("the-next-instance".to_owned());
+        self.app = Some(
+            App::start(&config, Keyring::parse(&keys_spec()).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
         self.api(reqwest::Method::POST, path, KEY, Some(body)).await
     }
@@ -750,5 +761,56 @@ async fn s44_bad_requests_are_refused_and_change_no_live_handover() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(list["handovers"][0]["handoverId"], handover.as_str());
+    e2e.stop().await;
+}
+
+#[tokio::test]
+async fn a_graceful_stop_releases_the_leases_so_another_instance_continues_at_once() {
+    let mut e2e = E2e::start().await;
+    let handover = e2e.start_handover("graceful", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("graceful")
+            .await
+            .contains(&"active".to_owned())
+    })
+    .await;
+    e2e.app
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    // Well inside the 3 s lease: it was released, not left to lapse.
+    let probe = handover_store::SqlStore::connect(
+        &e2e.config.store_url(),
+        Keyring::parse(&keys_spec()).unwrap(),
+    )
+    .await
+    .unwrap();
+    let id = HandoverId::parse(&handover).unwrap();
+    let lease = handover_core::ports::SessionStore::acquire_lease(
+        &probe,
+        id,
+        "probe",
+        handover_app::runtime::now(),
+        Duration::from_secs(10),
+    )
+    .await
+    .unwrap()
+    .expect("the lease is free at once");
+    handover_core::ports::SessionStore::release_lease(&probe, id, &lease)
+        .await
+        .unwrap();
+    e2e.start_next_instance().await;
+    e2e.agent_says(&conversation, "to the next instance").await;
+    until("the next instance relays", || async {
+        e2e.user_read("graceful")
+            .await
+            .contains(&"to the next instance".to_owned())
+    })
+    .await;
     e2e.stop().await;
 }
