@@ -96,24 +96,35 @@ fn init_logs(format: LogFormat, level: &str) {
     }
 }
 
-/// What the program says on stdout (URLs, listings): its output, for people and scripts.
-#[allow(clippy::print_stdout)]
+/// What the program says on stdout (URLs, listings): its output, for people and scripts. A
+/// reader that went away (a closed pipe) is not a reason to crash.
 fn out(text: &str) {
-    print!("{text}");
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes());
+    let _ = stdout.flush();
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+/// SIGTERM or SIGINT, with the handlers registered now (before anything is printed, so
+/// that a supervisor's early SIGTERM is a graceful stop, not a kill).
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
             _ = term.recv() => {}
+            _ = interrupt.recv() => {}
         }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
+    Ok(async {
+        let _ = tokio::signal::ctrl_c().await;
+    })
 }
 
 #[tokio::main]
@@ -124,18 +135,20 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             init_logs(config.log.format, &config.log.level);
             let keys = app::keyring(&config)?;
+            let stop = shutdown_signal()?;
             let bridge = app::App::start(&config, keys).await?;
             out(&format!("api: {}/v1\n", bridge.url()));
-            wait_for_signal().await?;
+            stop.await;
             tracing::info!("stopping: draining drivers and releasing leases");
             bridge.shutdown(Duration::from_secs(20)).await;
         }
         Command::Demo { listen, data_dir } => {
             init_logs(LogFormat::Pretty, "warn,handover_app=info");
+            let stop = shutdown_signal()?;
             let running = demo::start(listen, data_dir).await?;
             out(&running.urls());
             out("Open the webchat as the customer and the console as the agent; Ctrl-C stops.\n");
-            wait_for_signal().await?;
+            stop.await;
             running.shutdown(Duration::from_secs(10)).await;
         }
         Command::CheckConfig { config } => {

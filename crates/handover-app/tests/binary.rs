@@ -111,3 +111,88 @@ fn check_config_names_the_bad_key() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn sessions_lists_shows_and_closes_handovers_in_the_store() {
+    use handover_core::ports::{BotAddress, SessionStore as _};
+    use handover_core::{
+        ConversationId, HandoverId, HandoverRequest, HandoverSettings, RequestId, Session,
+        SessionConfig, Timestamp,
+    };
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("sessions-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let keys = "k1:CwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCwsLCws=";
+    let db = dir.join("handover.db");
+    let file = dir.join("handover.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "mode = \"demo\"\n[store]\nurl = \"sqlite://{}\"\nkeys = \"{keys}\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    let store = handover_store::SqlStore::connect(
+        &format!("sqlite://{}", db.display()),
+        handover_store::Keyring::parse(keys).unwrap(),
+    )
+    .await
+    .unwrap();
+    let request = HandoverRequest {
+        handover_id: HandoverId::from_random_bytes([21; 16]),
+        conversation_id: ConversationId::from_random_bytes([22; 16]),
+        transcript: Vec::new(),
+        settings: HandoverSettings::default(),
+        copilot_url: None,
+        deployment: None,
+    };
+    let session = Session::new(request, SessionConfig::default());
+    let address = BotAddress {
+        endpoint_url: "https://endpoint.example".to_owned(),
+        url_token: "t".to_owned(),
+        user_id: "cli-user".to_owned(),
+        session_id: "cli-session".to_owned(),
+    };
+    store
+        .admit(
+            &RequestId::new("r").unwrap(),
+            &session,
+            &address,
+            Timestamp::from_unix_millis(1),
+        )
+        .await
+        .unwrap();
+    drop(store);
+    let run = |args: &[&str]| {
+        let output = Command::new(env!("CARGO_BIN_EXE_handover"))
+            .arg("sessions")
+            .arg("--config")
+            .arg(&file)
+            .args(args)
+            .env_remove("HANDOVER_STORE__KEYS")
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let id = session.handover_id().to_string();
+    let listed = run(&["list"]);
+    assert!(
+        listed.contains(&id) && listed.contains("cli-user/cli-session") && listed.contains("live"),
+        "{listed}"
+    );
+    let shown = run(&["show", &id]);
+    assert!(
+        shown.contains("phase: requested") && shown.contains("pending inputs: 0"),
+        "{shown}"
+    );
+    let closed = run(&["close", &id]);
+    assert!(closed.contains("close requested"), "{closed}");
+    assert!(run(&["show", &id]).contains("pending inputs: 1"));
+    let _ = std::fs::remove_dir_all(&dir);
+}
