@@ -343,6 +343,14 @@ impl Config {
         figment
             .merge(
                 Env::prefixed("HANDOVER_")
+                    // Other tools' HANDOVER_… variables (HANDOVER_TEST_DATABASE_URL, …) are not
+                    // ours; a misspelt key inside a section still fails.
+                    .filter(|key| {
+                        let top = key.as_str().split("__").next().unwrap_or("");
+                        SECTIONS
+                            .iter()
+                            .any(|section| section.eq_ignore_ascii_case(top))
+                    })
                     .split("__")
                     .map(|key| canonical_key(key.as_str()).into())
                     .lowercase(false),
@@ -509,6 +517,19 @@ impl Config {
         toml_string(&copy)
     }
 }
+
+/// The top-level keys of the configuration: what a `HANDOVER_…` variable may set.
+const SECTIONS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "mode",
+    "instance_id",
+    "store",
+    "api",
+    "cognigy",
+    "salesforce",
+    "log",
+];
 
 /// Environment keys are case-insensitive; Salesforce's field names are not. The names a
 /// deployment takes from the code snippet are spelled as in the file, so that a variable

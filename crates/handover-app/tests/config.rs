@@ -41,6 +41,9 @@ fn defaults_then_the_file_then_handover_variables_then_cognigys_names() {
         assert_eq!(config.salesforce.token_grace_secs, 100);
         assert_eq!(config.store.retention_days, 7, "untouched defaults stay");
         jail.set_env("HANDOVER_SALESFORCE__TOKEN_GRACE_SECS", "200");
+        // Other tools' variables with the same prefix are not configuration.
+        jail.set_env("HANDOVER_TEST_DATABASE_URL", "postgres://elsewhere");
+        jail.set_env("HANDOVER_REQUIRE_BROWSER", "1");
         jail.set_env("HANDOVER_LISTEN", "127.0.0.1:9100");
         let config = Config::load(None).unwrap();
         assert_eq!(
@@ -114,6 +117,11 @@ fn a_bad_value_is_refused_with_the_key_and_without_the_secret() {
     );
     let message = error_of("colour = \"blue\"", &[]);
     assert!(message.contains("colour"), "{message}");
+    let message = error_of("", &[("HANDOVER_STORE__KYES", "typo")]);
+    assert!(
+        message.to_lowercase().contains("kyes"),
+        "a misspelt key in a section fails: {message}"
+    );
     let message = error_of("", &[("HANDOVER_STORE__KEYS", "k1:c2VjcmV0LW1hdGVyaWFs")]);
     assert!(message.contains("store.keys"), "{message}");
     assert!(!message.contains("c2VjcmV0LW1hdGVyaWFs"), "{message}");
