@@ -814,3 +814,137 @@ async fn a_graceful_stop_releases_the_leases_so_another_instance_continues_at_on
     .await;
     e2e.stop().await;
 }
+
+/// A database of its own on the PostgreSQL of `HANDOVER_TEST_DATABASE_URL`.
+async fn postgres_database(test: &str) -> Option<(sqlx::PgPool, String, String)> {
+    let Ok(admin_url) = std::env::var("HANDOVER_TEST_DATABASE_URL") else {
+        use std::io::Write as _;
+        let _ = writeln!(
+            std::io::stderr(),
+            "SKIPPED {test}: HANDOVER_TEST_DATABASE_URL is not set (.ci/run sets it)"
+        );
+        return None;
+    };
+    let admin = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&admin_url)
+        .await
+        .unwrap();
+    let name = format!(
+        "handover_e2e_{}",
+        HandoverId::from_random_bytes(random_bytes())
+            .to_string()
+            .replace('-', "")
+    );
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&admin)
+        .await
+        .unwrap();
+    let (base, _) = admin_url.rsplit_once('/').unwrap();
+    Some((admin, name.clone(), format!("{base}/{name}")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s43_when_an_instance_dies_another_takes_its_handover_over_and_nothing_is_lost() {
+    let Some((admin, name, url)) = postgres_database("s43_failover").await else {
+        return;
+    };
+    let mut e2e = E2e::start().await;
+    e2e.app
+        .take()
+        .unwrap()
+        .shutdown(Duration::from_secs(5))
+        .await;
+    let mut config = e2e.config.clone();
+    config.store.url = Some(Secret::from(url.as_str()));
+    let keys = || Keyring::parse(&keys_spec()).unwrap();
+    let first = App::start(
+        &Config {
+            instance_id: Some("a".to_owned()),
+            ..config.clone()
+        },
+        keys(),
+    )
+    .await
+    .unwrap();
+    e2e.app = Some(first);
+    let handover = e2e.start_handover("s43", json!({})).await;
+    let conversation = e2e.conversation(&handover).await;
+    e2e.miaw
+        .accept_when_created(&conversation, "Jane", WAIT)
+        .await;
+    until("active", || async {
+        e2e.flow_heard("s43").await.contains(&"active".to_owned())
+    })
+    .await;
+    e2e.agent_says(&conversation, "before the failure").await;
+    until("relayed", || async {
+        e2e.user_read("s43")
+            .await
+            .contains(&"before the failure".to_owned())
+    })
+    .await;
+    // A second instance joins; the first holds the lease, so it only watches.
+    let second = App::start(
+        &Config {
+            instance_id: Some("b".to_owned()),
+            ..config.clone()
+        },
+        keys(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        e2e.app.as_ref().unwrap().runtime().driving(),
+        1,
+        "the first instance drives it"
+    );
+    assert_eq!(second.runtime().driving(), 0, "the second only watches");
+    let minted = e2e.minted().await;
+    // Instance a dies for good; b takes over once the lease lapses (3 s) and its scan runs.
+    e2e.app.take().unwrap().abort();
+    e2e.app = Some(second);
+    e2e.agent_says(&conversation, "while a is gone").await;
+    e2e.say(&handover, "m-failover", "anyone there?").await;
+    until("b relays the agent", || async {
+        e2e.user_read("s43")
+            .await
+            .contains(&"while a is gone".to_owned())
+    })
+    .await;
+    until("and the user", || async {
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .contains(&"anyone there?".to_owned())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let read = e2e.user_read("s43").await;
+    for text in ["before the failure", "while a is gone"] {
+        assert_eq!(
+            read.iter().filter(|t| *t == text).count(),
+            1,
+            "{text} once: {read:?}"
+        );
+    }
+    assert_eq!(
+        e2e.miaw
+            .user_texts(&conversation)
+            .await
+            .iter()
+            .filter(|t| *t == "anyone there?")
+            .count(),
+        1
+    );
+    assert_eq!(
+        e2e.minted().await,
+        minted,
+        "the token travelled in the store; none was minted"
+    );
+    e2e.stop().await;
+    let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&admin)
+        .await;
+}
