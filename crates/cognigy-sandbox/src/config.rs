@@ -61,6 +61,8 @@ pub struct FlowHandover {
     pub locale: Option<String>,
     /// Get Queue Position and Get Estimated Wait Time.
     pub queue_updates: bool,
+    /// Agent Change Notification: the user is told the new agent's name after a transfer.
+    pub agent_change_notification: bool,
     /// The Agent Copilot base URL, if the Endpoint has Copilot.
     pub copilot_base_url: Option<String>,
     /// The Handover Accepted Message.
@@ -74,6 +76,7 @@ impl Default for FlowHandover {
             routing_attributes: BTreeMap::from([("issueType".to_owned(), "Sandbox".to_owned())]),
             locale: Some("en_US".to_owned()),
             queue_updates: true,
+            agent_change_notification: true,
             copilot_base_url: None,
             accepted_message: "Connecting you with an agent…".to_owned(),
         }

@@ -76,6 +76,7 @@ fn start_body(state: &State, session: &ChatSession) -> Value {
             "sendTranscript": handover.send_transcript,
             "routingAttributes": handover.routing_attributes,
             "queue": { "position": handover.queue_updates, "estimatedWaitTime": handover.queue_updates },
+            "agentChangeNotification": handover.agent_change_notification,
         },
     });
     if let Some(locale) = &handover.locale {

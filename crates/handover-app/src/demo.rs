@@ -66,7 +66,12 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Demo
     std::fs::create_dir_all(&data_dir)
         .with_context(|| format!("creating the data directory {}", data_dir.display()))?;
     let loopback: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 0));
-    let miaw = miaw_sandbox::Sandbox::start(loopback, miaw_sandbox::SandboxConfig::default(), None)
+    let miaw_config = miaw_sandbox::SandboxConfig {
+        // The customer sees where they are in the queue.
+        queue_notifications: true,
+        ..miaw_sandbox::SandboxConfig::default()
+    };
+    let miaw = miaw_sandbox::Sandbox::start(loopback, miaw_config, None)
         .await
         .context("starting the MIAW sandbox")?;
     let api_key = format!("demo-{}{}", random_hex(), random_hex());

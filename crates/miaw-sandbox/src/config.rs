@@ -36,6 +36,9 @@ pub struct SandboxConfig {
     /// The base URL the sandbox tells clients about (attachment URLs). Defaults to the address it
     /// listens on.
     pub public_url: Option<String>,
+    /// Send a queue position (and a wait estimate of a minute per place) when a conversation
+    /// starts waiting, as an org with "Queue Wait Time and Position" notifications does.
+    pub queue_notifications: bool,
 }
 
 /// One Embedded Service deployment of type Custom Client.
@@ -139,6 +142,7 @@ impl Default for SandboxConfig {
             identity_keys: Vec::new(),
             identity_issuer: None,
             public_url: None,
+            queue_notifications: false,
         }
     }
 }

@@ -518,6 +518,25 @@ impl World {
             routing,
             vec![record_id],
         );
+        if self.config.queue_notifications {
+            let waiting = self
+                .conversations
+                .values()
+                .filter(|c| {
+                    c.developer_name == developer_name
+                        && c.is_open()
+                        && c.session == "Waiting"
+                        && c.agent.is_none()
+                })
+                .count();
+            let position = u32::try_from(waiting).unwrap_or(u32::MAX);
+            self.queue_update(
+                now_ms,
+                conversation_id,
+                position,
+                Some(position.saturating_mul(60)),
+            )?;
+        }
         Ok(self.scripted_accept(conversation_id))
     }
 

@@ -593,3 +593,29 @@ async fn the_transcript_is_a_pdf() {
     assert!(bytes.starts_with(b"%PDF-1.4"));
     assert!(String::from_utf8_lossy(&bytes).contains("hello \\(world\\)"));
 }
+
+#[tokio::test]
+async fn with_queue_notifications_a_waiting_conversation_learns_its_place_and_wait() {
+    let harness = Harness::with_config(SandboxConfig {
+        queue_notifications: true,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (first_token, _) = harness.guest().await;
+    harness.create(&first_token, json!({})).await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    let listed = harness.entries(&token, &id, "limit=10").await;
+    let queue = listed
+        .iter()
+        .find(|e| e["entryType"] == "QueuePosition")
+        .expect("a queue position");
+    assert_eq!(queue["entryPayload"]["position"], 2, "second in the queue");
+    let wait = listed
+        .iter()
+        .filter(|e| e["entryType"] == "RoutingResult")
+        .find_map(|e| {
+            e["entryPayload"]["estimatedWaitTime"]["estimatedWaitTimeInSeconds"].as_u64()
+        });
+    assert_eq!(wait, Some(120));
+}
