@@ -5,6 +5,8 @@
 //!   the test command in README.
 //! - `deny`: only `cargo deny`, against the advisory database shipped in `xtask/` (there is
 //!   no network in CI).
+//! - `chaos [--release] [harness options]`: builds the bridge, both sandboxes and the harness,
+//!   then runs `handover-harness chaos` (see `docs/reliability.md`).
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -18,6 +20,7 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("deny") => deny(),
+        Some("chaos") => chaos(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -38,7 +41,9 @@ fn print_help() {
         "cargo xtask <task>\n\n\
          tasks:\n  \
          ci     fmt check, clippy -D warnings, all tests, cargo deny\n  \
-         deny   cargo deny check against the bundled advisory database"
+         deny   cargo deny check against the bundled advisory database\n  \
+         chaos  [--release] [--sessions N --messages M --minutes T --instances K --kills J --seed S]\n         \
+         the bridge under faults and kill -9; fails unless nothing is lost, doubled or stuck"
     );
 }
 
@@ -103,6 +108,42 @@ fn ci() -> Result<(), String> {
     run("the blocking-loop example", example)?;
 
     deny()
+}
+
+/// Builds what the chaos run starts (debug by default, which is what the tests built already),
+/// then runs it with the remaining arguments.
+fn chaos(args: &[String]) -> Result<(), String> {
+    let release = args.iter().any(|a| a == "--release");
+    let rest: Vec<&String> = args.iter().filter(|a| *a != "--release").collect();
+    let mut build = cargo();
+    build.args([
+        "build",
+        "-p",
+        "handover-app",
+        "-p",
+        "miaw-sandbox",
+        "-p",
+        "cognigy-sandbox",
+        "-p",
+        "handover-harness",
+    ]);
+    if release {
+        build.arg("--release");
+    }
+    run("build the chaos run's binaries", build)?;
+    let root = workspace_root();
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin_dir = target.join(if release { "release" } else { "debug" });
+    let mut harness = Command::new(bin_dir.join("handover-harness"));
+    harness
+        .current_dir(&root)
+        .arg("chaos")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--work-dir")
+        .arg(target.join("chaos"))
+        .args(rest);
+    run("handover-harness chaos", harness)
 }
 
 /// `cargo deny` cannot fetch the RustSec advisory database without network, so the database

@@ -183,12 +183,17 @@ async fn outputs(
 struct CallFilter {
     kind: Option<String>,
     session_id: Option<String>,
+    /// Only calls after this sequence number (for readers that poll incrementally).
+    after: Option<u64>,
 }
 
 async fn calls(State(shared): SharedState, Query(filter): Query<CallFilter>) -> Response {
     let state = shared.state();
-    let calls: Vec<_> = state
-        .calls
+    // Calls are kept in arrival order, so `after` is a cut, not a scan.
+    let start = filter
+        .after
+        .map_or(0, |after| state.calls.partition_point(|c| c.seq <= after));
+    let calls: Vec<_> = state.calls[start..]
         .iter()
         .filter(|c| filter.kind.as_deref().is_none_or(|k| k == c.kind))
         .filter(|c| {

@@ -1380,6 +1380,51 @@ fn s38_a_refused_guest_token_ends_the_handover_without_hammering() {
     assert!(sim.take_log().contains("record close-skipped"));
 }
 
+#[test]
+fn s38_a_refused_verified_token_ends_one_grace_period_after_the_refusal() {
+    let mut sim = with_agent(|c| {
+        c.settings.identity_token = Some(IdentityToken::new("idp-jwt"));
+        c.token_lifetime = secs(3600);
+        c.config.token_grace = secs(10 * 60);
+    });
+    // Ten minutes in, Salesforce stops honouring the token (revoked, or expired early on its
+    // side), and the identity provider no longer vouches for the user.
+    sim.advance(secs(600));
+    sim.salesforce.identity_accepted = false;
+    sim.salesforce.revoke_all_tokens();
+    sim.stream_rejects_token();
+    sim.advance(secs(9 * 60));
+    assert!(
+        terminal_statuses(&sim).is_empty(),
+        "renewal is still being tried within the grace period"
+    );
+    sim.advance(secs(2 * 60));
+    assert_eq!(
+        terminal_statuses(&sim),
+        vec!["completed/token_expired"],
+        "the grace period counts from the refusal, not from the token's expiry 50 min later"
+    );
+    assert_no_call_used_an_expired_token(&sim);
+}
+
+#[test]
+fn s38_a_refused_verified_token_is_renewed_and_the_handover_carries_on() {
+    let mut sim = with_agent(|c| {
+        c.settings.identity_token = Some(IdentityToken::new("idp-jwt"));
+        c.token_lifetime = secs(3600);
+        c.config.token_grace = secs(10 * 60);
+    });
+    sim.advance(secs(600));
+    sim.salesforce.revoke_all_tokens();
+    sim.stream_rejects_token();
+    sim.advance(secs(5));
+    sim.agent_says("after the renewal");
+    sim.advance(secs(3600));
+    assert_eq!(sim.bot.texts(), vec!["after the renewal"]);
+    assert!(terminal_statuses(&sim).is_empty(), "the handover goes on");
+    assert_eq!(sim.session.phase(), Phase::WithAgent);
+}
+
 // ---- G. Robustness -----------------------------------------------------------------------------
 
 #[test]

@@ -165,8 +165,8 @@ pub(crate) struct World {
     /// Every token issued up to this counter value counts as expired.
     expired_through: u64,
     next_token: u64,
-    /// Access tokens minted (continuations not counted).
-    minted: u64,
+    /// Access tokens minted (continuations not counted), by kind.
+    minted: Minted,
     token_requests: HashMap<String, VecDeque<u64>>,
     subjects: HashMap<String, SubjectLog>,
     conversations: BTreeMap<String, Conversation>,
@@ -230,6 +230,24 @@ pub(crate) enum AgentContent {
     },
 }
 
+/// Access tokens minted, by what was asked for.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Minted {
+    /// Guest tokens (no identity token presented).
+    pub(crate) guest: u64,
+    /// Verified tokens (an identity token that verified).
+    pub(crate) verified: u64,
+    /// Guest tokens handed out for an identity token that did not verify (Salesforce's silent
+    /// fallback).
+    pub(crate) fallback: u64,
+}
+
+impl Minted {
+    pub(crate) fn total(self) -> u64 {
+        self.guest + self.verified + self.fallback
+    }
+}
+
 fn random_uuid() -> String {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
@@ -269,7 +287,7 @@ impl World {
             expired_subjects: HashMap::new(),
             expired_through: 0,
             next_token: 0,
-            minted: 0,
+            minted: Minted::default(),
             token_requests: HashMap::new(),
             subjects: HashMap::new(),
             conversations: BTreeMap::new(),
@@ -332,6 +350,7 @@ impl World {
                 now_ms / 1000,
             )
         });
+        let was_verified = verified.is_some();
         let (subject, lifetime) = match verified {
             Some(user) => (
                 format!("v2/iamessage/AUTH/SandboxKeyset/uid:{user}"),
@@ -343,12 +362,16 @@ impl World {
             ),
         };
         let expires_at = now_ms / 1000 + lifetime;
-        self.minted += 1;
+        match (identity.is_some(), was_verified) {
+            (false, _) => self.minted.guest += 1,
+            (true, true) => self.minted.verified += 1,
+            (true, false) => self.minted.fallback += 1,
+        }
         Ok(self.issue(now_ms, org_id, developer_name, subject, expires_at))
     }
 
     /// How many access tokens were minted so far (continuations not counted).
-    pub(crate) fn minted(&self) -> u64 {
+    pub(crate) fn minted(&self) -> Minted {
         self.minted
     }
 

@@ -296,6 +296,16 @@ impl Session {
             return;
         }
         if self.token.verified {
+            // S38: a token refused before its expiry is as good as expired now, so the grace
+            // period runs from here, not from an expiry that no longer means anything.
+            let deadline = now + self.config.token_grace;
+            if self
+                .timers
+                .get(Timer::TokenGrace)
+                .is_none_or(|grace| grace > deadline)
+            {
+                self.timers.set(Timer::TokenGrace, deadline);
+            }
             if !self.token.renewing {
                 self.mint(out, true, 1);
             }

@@ -380,7 +380,13 @@ struct Expire {
 
 /// How many access tokens were minted (continuations not counted).
 async fn tokens(state: State) -> axum::Json<Value> {
-    axum::Json(json!({ "minted": state.world().minted() }))
+    let minted = state.world().minted();
+    axum::Json(json!({
+        "minted": minted.total(),
+        "guest": minted.guest,
+        "verified": minted.verified,
+        "fallback": minted.fallback,
+    }))
 }
 
 async fn expire_tokens(state: State, body: Option<StrictJson<Expire>>) -> StatusCode {
