@@ -195,6 +195,12 @@ fn session_id(index: usize) -> String {
     format!("chaos-session-{index}")
 }
 
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 fn unix_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -281,7 +287,10 @@ impl Run {
     /// An agent action at the MIAW sandbox, retried until it is taken (a conversation may not
     /// exist yet, or may be between agents).
     async fn agent(&self, conversation: &str, action: &str, body: &Value) -> anyhow::Result<()> {
-        let url = format!("{}/control/conversations/{conversation}/{action}", self.miaw);
+        let url = format!(
+            "{}/control/conversations/{conversation}/{action}",
+            self.miaw
+        );
         let started = Instant::now();
         loop {
             let response = self.http.post(&url).json(body).send().await?;
@@ -313,7 +322,10 @@ impl Run {
     async fn miaw_conversation(&self, conversation: &str) -> anyhow::Result<Value> {
         Ok(self
             .http
-            .get(format!("{}/control/conversations/{conversation}", self.miaw))
+            .get(format!(
+                "{}/control/conversations/{conversation}",
+                self.miaw
+            ))
             .send()
             .await?
             .json()
@@ -393,30 +405,73 @@ struct Outcome {
     identity_expires: Option<u64>,
 }
 
-fn terminal_of(call: &Value) -> Option<String> {
+/// A delivery as the Cognigy sandbox recorded it: the id the bridge gave it and when.
+#[derive(Clone, Debug)]
+struct Delivery {
+    id: String,
+    at_ms: u64,
+}
+
+/// A terminal status the Flow got (`status/reason`), with its update id.
+fn terminal_of(call: &Value) -> Option<(String, Delivery)> {
     if call["kind"] != "inject" || call["status"] != 200 {
         return None;
     }
     let handover = &call["body"]["data"]["handover"];
     let reason = handover["reason"].as_str()?;
-    Some(format!("{}/{reason}", handover["status"].as_str().unwrap_or("?")))
+    Some((
+        format!("{}/{reason}", handover["status"].as_str().unwrap_or("?")),
+        Delivery {
+            id: handover["updateId"].as_str().unwrap_or("").to_owned(),
+            at_ms: call["atMs"].as_u64().unwrap_or(0),
+        },
+    ))
 }
 
-fn delivered_texts(calls: &[Value]) -> HashMap<String, Vec<String>> {
-    let mut texts: HashMap<String, Vec<String>> = HashMap::new();
+fn delivered_texts(calls: &[Value]) -> HashMap<String, Vec<Delivery>> {
+    let mut texts: HashMap<String, Vec<Delivery>> = HashMap::new();
     for call in calls {
         if call["kind"] == "notify"
             && call["status"] == 200
             && let Some(text) = call["body"]["text"].as_str()
         {
-            let id = call["body"]["data"]["handover"]["messageId"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned();
-            texts.entry(text.to_owned()).or_default().push(id);
+            texts.entry(text.to_owned()).or_default().push(Delivery {
+                id: call["body"]["data"]["handover"]["messageId"]
+                    .as_str()
+                    .unwrap_or("")
+                    .to_owned(),
+                at_ms: call["atMs"].as_u64().unwrap_or(0),
+            });
         }
     }
     texts
+}
+
+/// The longest a bridge may take from a delivery's answer to the commit that records it.
+/// A process killed inside that window delivers again after the restart (at least once); the
+/// delivery carries the same id, so the receiver can tell.
+const COMMIT_WINDOW_MS: u64 = 5_000;
+
+/// Sorts the repeats of one delivery: `(explained, unexplained)`. A repeat is explained when
+/// it carries the first delivery's id and a `kill -9` fell between the two, within
+/// `COMMIT_WINDOW_MS` of the first. Anything else (another id, no kill) is a duplicate.
+fn repeats(deliveries: &[Delivery], kills_ms: &[u64]) -> (usize, usize) {
+    let Some(first) = deliveries.first() else {
+        return (0, 0);
+    };
+    let mut explained = 0;
+    let mut unexplained = 0;
+    for again in &deliveries[1..] {
+        let killed_between = kills_ms.iter().any(|&kill| {
+            first.at_ms <= kill && kill <= again.at_ms && kill - first.at_ms <= COMMIT_WINDOW_MS
+        });
+        if again.id == first.id && !first.id.is_empty() && killed_between {
+            explained += 1;
+        } else {
+            unexplained += 1;
+        }
+    }
+    (explained, unexplained)
 }
 
 fn user_texts_at_salesforce(conversation: &Value) -> HashMap<String, usize> {
@@ -494,7 +549,8 @@ async fn drive_session(run: &Run, plan: &Plan, outcome: &mut Outcome) -> anyhow:
             }
             Step::User(k) => {
                 let text = user_text(plan.index, k);
-                let body = json!({ "messageId": format!("chaos-{}-{k}", plan.index), "text": text });
+                let body =
+                    json!({ "messageId": format!("chaos-{}-{k}", plan.index), "text": text });
                 run.api(
                     &format!("/v1/handovers/{handover}/messages"),
                     Some(&body),
@@ -547,10 +603,7 @@ async fn drive_session(run: &Run, plan: &Plan, outcome: &mut Outcome) -> anyhow:
         run.collect().await.ok();
         let delivered = delivered_texts(&run.session_calls(&session).await);
         let at_salesforce = user_texts_at_salesforce(&run.miaw_conversation(&conversation).await?);
-        let agent_done = outcome
-            .agent_sent
-            .iter()
-            .all(|t| delivered.contains_key(t));
+        let agent_done = outcome.agent_sent.iter().all(|t| delivered.contains_key(t));
         let user_done = outcome
             .user_sent
             .iter()
@@ -772,7 +825,8 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         kills.push((length.mul_f64(0.5), args.instances - 1, true));
     }
     kills.sort_by_key(|k| k.0);
-    let fault_phases: Vec<(Value, CognigyFaults)> = (0..64).map(|_| fault_phase(&mut rng)).collect();
+    let fault_phases: Vec<(Value, CognigyFaults)> =
+        (0..64).map(|_| fault_phase(&mut rng)).collect();
 
     let origin = Instant::now();
     println!(
@@ -869,11 +923,13 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
 
     // The killer: kill -9 on schedule, restart after a moment (a new process, a new name).
     let mut kill_log = Vec::new();
+    let mut kills_ms = Vec::new();
     let mut generation = vec![0u32; args.instances];
     for (at, instance, for_good) in &kills {
         tokio::time::sleep_until((origin + *at).into()).await;
         run.slots[*instance].up.store(false, Ordering::Relaxed);
         bridges[*instance].kill().await?;
+        kills_ms.push(unix_ms());
         kill_log.push(format!(
             "{:>6.1}s kill -9 {}{}",
             at.as_secs_f64(),
@@ -954,6 +1010,7 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
         &plans,
         &outcomes,
         &kill_log,
+        &kills_ms,
         (rotations, outages),
         origin.elapsed(),
     )
@@ -965,7 +1022,10 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     }
     let leaks = scan_logs(&args.work_dir, &plans, &outcomes)?;
     let mut text = report.text;
-    writeln!(text, "log lines with a token, a key or message text: {leaks}")?;
+    writeln!(
+        text,
+        "log lines with a token, a key or message text: {leaks}"
+    )?;
     println!("{text}");
     if let Some(path) = &args.report {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
@@ -998,13 +1058,15 @@ async fn account(
     plans: &[Plan],
     outcomes: &[Outcome],
     kill_log: &[String],
+    kills_ms: &[u64],
     (rotations, outages): (usize, usize),
     took: Duration,
 ) -> anyhow::Result<Report> {
     let calls = run.calls.lock().await;
     let mut lost_to_user = 0usize;
     let mut doubled_to_user = 0usize;
-    let mut redelivered_same_id = 0usize;
+    let mut redelivered_after_kill = 0usize;
+    let mut terminal_redelivered_after_kill = 0usize;
     let mut lost_to_agent = 0usize;
     let mut doubled_to_agent = 0usize;
     let mut no_terminal = Vec::new();
@@ -1042,27 +1104,32 @@ async fn account(
                     }
                 }
                 Some([_]) => {}
-                Some(ids) => {
-                    doubled_to_user += ids.len() - 1;
-                    if ids.iter().all(|id| *id == ids[0]) {
-                        redelivered_same_id += ids.len() - 1;
-                    }
+                Some(deliveries) => {
+                    let (explained, unexplained) = repeats(deliveries, kills_ms);
+                    redelivered_after_kill += explained;
+                    doubled_to_user += unexplained;
                 }
             }
         }
         agent_sent += outcome.agent_sent.len();
         user_sent += outcome.user_sent.len();
-        let terminals: Vec<String> = session_calls.iter().filter_map(terminal_of).collect();
-        match terminals.as_slice() {
-            [] => no_terminal.push(plan.index),
-            [one] => {
-                if one != plan.end.expected() {
-                    *wrong_reason
-                        .entry(format!("{} → {one}", plan.end.name()))
-                        .or_default() += 1;
-                }
+        let terminals: Vec<(String, Delivery)> =
+            session_calls.iter().filter_map(terminal_of).collect();
+        if let Some((status, _)) = terminals.first() {
+            if status != plan.end.expected() {
+                *wrong_reason
+                    .entry(format!("{} → {status}", plan.end.name()))
+                    .or_default() += 1;
             }
-            _ => many_terminals.push(format!("{}: {terminals:?}", plan.index)),
+            let deliveries: Vec<Delivery> = terminals.iter().map(|(_, d)| d.clone()).collect();
+            let (explained, unexplained) = repeats(&deliveries, kills_ms);
+            terminal_redelivered_after_kill += explained;
+            if unexplained > 0 {
+                let statuses: Vec<&str> = terminals.iter().map(|(s, _)| s.as_str()).collect();
+                many_terminals.push(format!("{}: {statuses:?}", plan.index));
+            }
+        } else {
+            no_terminal.push(plan.index);
         }
         if let Some(conversation) = &outcome.conversation {
             let details = run.miaw_conversation(conversation).await?;
@@ -1159,7 +1226,10 @@ async fn account(
     let troubles = run.troubles.lock().await.clone();
     let refusals = run.refusals.lock().await.clone();
     let stuck = no_terminal.len() + still_live.len() + open_at_salesforce.len();
-    let guest_reminted = tokens["guest"].as_u64().unwrap_or(0).saturating_sub(guests as u64);
+    let guest_reminted = tokens["guest"]
+        .as_u64()
+        .unwrap_or(0)
+        .saturating_sub(guests as u64);
 
     let mut text = String::new();
     writeln!(text, "== chaos report")?;
@@ -1207,20 +1277,23 @@ async fn account(
             .join(", ")
     )?;
     writeln!(text)?;
-    writeln!(text, "| direction | sent | lost | duplicated |")?;
-    writeln!(text, "|---|---:|---:|---:|")?;
     writeln!(
         text,
-        "| agent → user (Notify) | {agent_sent} | {lost_to_user} | {doubled_to_user} |"
+        "| direction | sent | lost | duplicated | re-delivered with the same id after a kill -9 |"
+    )?;
+    writeln!(text, "|---|---:|---:|---:|---:|")?;
+    writeln!(
+        text,
+        "| agent → user (Notify) | {agent_sent} | {lost_to_user} | {doubled_to_user} | {redelivered_after_kill} |"
     )?;
     writeln!(
         text,
-        "| user → agent (MIAW) | {user_sent} | {lost_to_agent} | {doubled_to_agent} |"
+        "| user → agent (MIAW) | {user_sent} | {lost_to_agent} | {doubled_to_agent} | 0 (Salesforce answers 409 to a message id it has) |"
     )?;
     writeln!(text)?;
     writeln!(
         text,
-        "duplicates that were re-deliveries of the same message id: {redelivered_same_id}"
+        "re-delivered after a kill -9 (same id; the first delivery at most {COMMIT_WINDOW_MS} ms before the kill, not yet committed): {redelivered_after_kill} messages, {terminal_redelivered_after_kill} terminal statuses"
     )?;
     writeln!(
         text,
@@ -1261,7 +1334,11 @@ async fn account(
         writeln!(text, "  terminal more than once: {line}")?;
     }
     if !no_terminal.is_empty() {
-        writeln!(text, "  no terminal status: sessions {:?}", first(&no_terminal))?;
+        writeln!(
+            text,
+            "  no terminal status: sessions {:?}",
+            first(&no_terminal)
+        )?;
     }
     if !still_live.is_empty() {
         writeln!(text, "  still live: sessions {:?}", first(&still_live))?;
@@ -1357,8 +1434,11 @@ impl Database {
     }
 
     async fn drop_it(self) {
-        let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name))
-            .execute(&self.admin)
-            .await;
+        let _ = sqlx::query(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ))
+        .execute(&self.admin)
+        .await;
     }
 }
