@@ -72,6 +72,8 @@ fn config(miaw: &Miaw, dir: &std::path::Path) -> Config {
         },
     )]);
     config.salesforce.safety_poll_secs = 2;
+    // The sandboxes' files are on loopback, which production refuses by default.
+    config.attachments.allow_private_addresses = true;
     config.salesforce.stream_watchdog_secs = 5;
     config.validate().unwrap();
     config
@@ -947,4 +949,333 @@ async fn s43_when_an_instance_dies_another_takes_its_handover_over_and_nothing_i
     let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&admin)
         .await;
+}
+
+// ---- hostile input -----------------------------------------------------------------------------
+
+/// A request an attacker or a broken Flow could send. Every body is wrong by construction, so
+/// the only right answer is a 4xx with a message (a replay of the live start is the exception:
+/// it must name the same handover).
+#[derive(Clone, Debug)]
+enum Hostile {
+    Request {
+        path: String,
+        key: Option<&'static str>,
+        body: Vec<u8>,
+    },
+    ReplayStart,
+}
+
+fn start_body(session: &str) -> Value {
+    json!({
+        "requestId": format!("{session}-start"),
+        "userId": "hostile-user",
+        "sessionId": session,
+        "URLToken": DEFAULT_URL_TOKEN,
+        "endpointUrl": "http://127.0.0.1:9/",
+    })
+}
+
+/// A JSON value of any shape, for wrong types and unknown fields.
+fn any_json() -> impl proptest::strategy::Strategy<Value = Value> {
+    use proptest::prelude::*;
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
+            .prop_map(Value::from),
+        ".{0,40}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(4, 32, 6, |inner| {
+        prop_oneof![
+            proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::from),
+            proptest::collection::btree_map("[a-zA-Z]{1,10}", inner, 0..6)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+/// Spoils a valid body in one of the ways the issue names. `typed` are fields whose value
+/// of another type is an error (a `null` for an optional field would not be), `required` are
+/// fields whose absence is.
+fn spoiled(
+    valid: Value,
+    typed: &'static [&'static str],
+    required: &'static [&'static str],
+) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    let typed: Vec<String> = typed.iter().map(|f| (*f).to_owned()).collect();
+    let required: Vec<String> = required.iter().map(|f| (*f).to_owned()).collect();
+    let wrong_type = {
+        let valid = valid.clone();
+        (proptest::sample::select(typed), any_json()).prop_filter_map(
+            "a value of another type",
+            move |(field, value)| {
+                let same_kind = std::mem::discriminant(&value)
+                    == std::mem::discriminant(&valid[field.as_str()]);
+                // Cognigy's ids may be integers; the API takes those on purpose.
+                let lenient = matches!(field.as_str(), "userId" | "sessionId")
+                    && (value.is_i64() || value.is_u64());
+                (!same_kind && !lenient).then(|| {
+                    let mut body = valid.clone();
+                    body[field.as_str()] = value;
+                    serde_json::to_vec(&body).unwrap()
+                })
+            },
+        )
+    };
+    let unknown_field = {
+        let valid = valid.clone();
+        ("x[a-z]{2,12}", any_json()).prop_map(move |(field, value)| {
+            let mut body = valid.clone();
+            body[field.as_str()] = value;
+            serde_json::to_vec(&body).unwrap()
+        })
+    };
+    let missing_field = {
+        let valid = valid.clone();
+        proptest::sample::select(required).prop_map(move |field| {
+            let mut body = valid.clone();
+            body.as_object_mut().unwrap().remove(&field);
+            serde_json::to_vec(&body).unwrap()
+        })
+    };
+    let invalid_utf8 = {
+        let valid = serde_json::to_vec(&valid).unwrap();
+        // A continuation byte with no lead byte before it is never valid UTF-8, whatever
+        // follows.
+        (
+            0..valid.len(),
+            proptest::collection::vec(0x80u8..=0xbf, 1..4),
+        )
+            .prop_map(move |(at, junk)| {
+                // Inside the first string value, so the JSON is otherwise well formed.
+                let quote = valid
+                    .iter()
+                    .skip(at)
+                    .position(|b| *b == b'"')
+                    .map(|p| p + at);
+                let mut body = valid.clone();
+                let at = quote.map_or(body.len(), |q| q + 1);
+                body.splice(at..at, junk.iter().copied());
+                body
+            })
+    };
+    let deep = (200usize..50_000).prop_map(|depth| {
+        let mut body = b"{\"text\":".to_vec();
+        body.extend(std::iter::repeat_n(b'[', depth));
+        body.extend(std::iter::repeat_n(b']', depth));
+        body.push(b'}');
+        body
+    });
+    let huge = {
+        let valid = valid.clone();
+        (1_100_000usize..1_300_000).prop_map(move |size| {
+            let mut body = valid.clone();
+            body["text"] = "x".repeat(size).into();
+            serde_json::to_vec(&body).unwrap()
+        })
+    };
+    let not_json = proptest::collection::vec(any::<u8>(), 0..200)
+        .prop_filter("not JSON", |bytes| {
+            serde_json::from_slice::<Value>(bytes).is_err()
+        });
+    prop_oneof![
+        3 => wrong_type,
+        2 => unknown_field,
+        2 => missing_field,
+        2 => invalid_utf8,
+        1 => deep,
+        1 => huge,
+        2 => not_json,
+    ]
+}
+
+fn hostile(live: String) -> impl proptest::strategy::Strategy<Value = Hostile> {
+    use proptest::prelude::*;
+    let message = json!({ "messageId": "hostile-1", "text": "hello" });
+    let typing = json!({ "typing": true });
+    let start = start_body("hostile-new");
+    let unknown = HandoverId::from_random_bytes([7; 16]).to_string();
+    let on_live = {
+        let messages = format!("/v1/handovers/{live}/messages");
+        let typing_path = format!("/v1/handovers/{live}/typing");
+        prop_oneof![
+            spoiled(message.clone(), &["messageId", "text"], &["messageId"])
+                .prop_map(move |body| (messages.clone(), body)),
+            spoiled(typing, &["typing"], &["typing"])
+                .prop_map(move |body| (typing_path.clone(), body)),
+        ]
+    };
+    const REQUIRED: &[&str] = &["userId", "sessionId", "URLToken", "endpointUrl"];
+    let starts =
+        spoiled(start, REQUIRED, REQUIRED).prop_map(|body| ("/v1/handovers".to_owned(), body));
+    let elsewhere = (
+        prop_oneof![
+            Just(format!("/v1/handovers/{unknown}/messages")),
+            Just(format!("/v1/handovers/{unknown}/close")),
+            Just(format!("/v1/handovers/{unknown}/cancel")),
+            "/v1/handovers/[a-z0-9%-]{1,40}/messages",
+            "/v1/[a-z]{1,12}",
+        ],
+        Just(serde_json::to_vec(&message).unwrap()),
+    );
+    let keyless = {
+        let live = live.clone();
+        (
+            prop_oneof![Just(None), Just(Some("not-the-key-0123456789"))],
+            Just(serde_json::to_vec(&message).unwrap()),
+        )
+            .prop_map(move |(key, body)| Hostile::Request {
+                path: format!("/v1/handovers/{live}/messages"),
+                key,
+                body,
+            })
+    };
+    prop_oneof![
+        4 => on_live.prop_map(|(path, body)| Hostile::Request { path, key: Some(KEY), body }),
+        3 => starts.prop_map(|(path, body)| Hostile::Request { path, key: Some(KEY), body }),
+        2 => elsewhere.prop_map(|(path, body)| Hostile::Request { path, key: Some(KEY), body }),
+        1 => keyless,
+        1 => Just(Hostile::ReplayStart),
+    ]
+}
+
+#[test]
+fn s44_hostile_requests_get_a_4xx_with_a_message_and_the_live_handover_goes_on() {
+    use proptest::test_runner::{Config as RunnerConfig, TestCaseError, TestRunner};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let e2e = runtime.block_on(E2e::start());
+    let start = {
+        let mut body = start_body("hostile-live");
+        body["endpointUrl"] = e2e.cognigy.url().into();
+        body
+    };
+    let (handover, conversation) = runtime.block_on(async {
+        let (status, answer) = e2e.post("/v1/handovers", start.clone()).await;
+        assert_eq!(status, 202, "{answer}");
+        let handover = answer["handoverId"].as_str().unwrap().to_owned();
+        let conversation = e2e.conversation(&handover).await;
+        e2e.miaw
+            .accept_when_created(&conversation, "Jane", WAIT)
+            .await;
+        until("active", || async {
+            e2e.flow_heard("hostile-live")
+                .await
+                .contains(&"active".to_owned())
+        })
+        .await;
+        (handover, conversation)
+    });
+    let url = e2e.url();
+    let cases = std::env::var("HOSTILE_CASES")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(1000);
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases,
+        failure_persistence: None,
+        ..RunnerConfig::default()
+    });
+    let result = runner.run(&hostile(handover.clone()), |request| {
+        let (status, answer) = runtime.block_on(async {
+            const MAX_BODY: usize = 1024 * 1024;
+            let (path, key, body) = match &request {
+                Hostile::Request { path, key, body } => (path.clone(), *key, body.clone()),
+                Hostile::ReplayStart => (
+                    "/v1/handovers".to_owned(),
+                    Some(KEY),
+                    serde_json::to_vec(&start).unwrap(),
+                ),
+            };
+            let body_len = body.len();
+            let mut builder = e2e
+                .http
+                .post(format!("{url}{path}"))
+                .header("content-type", "application/json")
+                .body(body);
+            if let Some(key) = key {
+                builder = builder.bearer_auth(key);
+            }
+            let oversized = body_len > MAX_BODY;
+            match builder.send().await {
+                Ok(response) => {
+                    let status = response.status().as_u16();
+                    (
+                        status,
+                        response.json::<Value>().await.unwrap_or(Value::Null),
+                    )
+                }
+                // A body over the limit may be refused before it is read, and the connection
+                // closed while the client still writes: a 413 it never sees. That is the
+                // server protecting itself; anything else must be answered.
+                Err(_) if oversized => (413, json!({ "error": { "message": "refused early" } })),
+                Err(error) => panic!("the bridge did not answer: {error}"),
+            }
+        });
+        if let Hostile::ReplayStart = request {
+            if !((200..300).contains(&status) && answer["handoverId"] == handover.as_str()) {
+                return Err(TestCaseError::fail(format!(
+                    "a replayed start must name the same handover: {status} {answer}"
+                )));
+            }
+            return Ok(());
+        }
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        if !(400..500).contains(&status) || message.is_empty() {
+            let sent = match &request {
+                Hostile::Request { body, .. } => String::from_utf8_lossy(body)
+                    .chars()
+                    .take(400)
+                    .collect::<String>(),
+                Hostile::ReplayStart => String::new(),
+            };
+            return Err(TestCaseError::fail(format!(
+                "wanted a 4xx with a message, got {status} {answer} for {sent}"
+            )));
+        }
+        Ok(())
+    });
+    if let Err(error) = result {
+        panic!("{error}");
+    }
+    // The live handover is untouched and still relays both ways.
+    runtime.block_on(async {
+        let view = e2e.view(&handover).await;
+        assert_eq!(view["live"], true, "{view}");
+        assert_eq!(view["phase"], "with_agent", "{view}");
+        e2e.agent_says(&conversation, "still here").await;
+        e2e.say(&handover, "after-the-storm", "me too").await;
+        until("both ways", || async {
+            e2e.user_read("hostile-live")
+                .await
+                .contains(&"still here".to_owned())
+                && e2e
+                    .miaw
+                    .user_texts(&conversation)
+                    .await
+                    .contains(&"me too".to_owned())
+        })
+        .await;
+        assert_eq!(
+            e2e.miaw.user_texts(&conversation).await,
+            ["me too"],
+            "no hostile message reached the agent"
+        );
+        let (_, list) = e2e
+            .api(reqwest::Method::GET, "/v1/handovers", ADMIN, None)
+            .await;
+        assert_eq!(
+            list["handovers"].as_array().map(Vec::len),
+            Some(1),
+            "no hostile start made a handover: {list}"
+        );
+        e2e.stop().await;
+    });
 }

@@ -416,3 +416,140 @@ async fn slow_or_unavailable_salesforce_is_a_transient_failure_that_names_no_tok
         .await;
     assert_eq!(injected["503"], 1);
 }
+
+/// A file host on loopback that counts what it served: `/file`, `/to/{host}` (a redirect to
+/// `/file` on that host name), and `/hop/{n}` (a chain of n redirects).
+async fn file_host() -> (String, u16, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use axum::extract::{Path, State};
+    use axum::response::{IntoResponse, Redirect};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let hits = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let router = axum::Router::new()
+        .route(
+            "/file",
+            axum::routing::get(|State(hits): State<Arc<AtomicUsize>>| async move {
+                hits.fetch_add(1, Ordering::SeqCst);
+                ([("content-type", "application/pdf")], vec![b'%'; 64]).into_response()
+            }),
+        )
+        .route(
+            "/to/{host}",
+            axum::routing::get(move |Path(host): Path<String>| async move {
+                Redirect::temporary(&format!("http://{host}:{port}/file"))
+            }),
+        )
+        .route(
+            "/hop/{n}",
+            axum::routing::get(|Path(n): Path<u32>| async move {
+                if n == 0 {
+                    Redirect::temporary("/file")
+                } else {
+                    Redirect::temporary(&format!("/hop/{}", n - 1))
+                }
+            }),
+        )
+        .with_state(hits.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (format!("http://127.0.0.1:{port}"), port, hits)
+}
+
+#[tokio::test]
+async fn attachments_come_only_from_allowed_public_hosts_and_every_redirect_is_checked() {
+    use std::sync::atomic::Ordering;
+    let (base, port, hits) = file_host().await;
+    let file = |url: String| FileRef {
+        url,
+        name: "receipt.pdf".to_owned(),
+        mime_type: Some("application/pdf".to_owned()),
+        size: None,
+    };
+    let refused = async |miaw: &Miaw, url: String| {
+        let (token, conversation) = miaw.guest_conversation(&attributes()).await;
+        let error = miaw
+            .client
+            .send_file(&token, conversation, id("f"), &file(url), None)
+            .await
+            .unwrap_err();
+        let text = error.to_string();
+        let failure = CallFailure::from(error);
+        assert!(
+            matches!(failure, CallFailure::Rejected { .. }),
+            "a refusal is final, so the agent gets the link: {failure:?}"
+        );
+        text
+    };
+
+    // Production defaults: no list, but no private addresses, by literal or by name.
+    let production = Miaw::start_with(SandboxConfig::default(), |c| {
+        c.attachments = handover_salesforce::AttachmentPolicy::default();
+    })
+    .await;
+    let text = refused(&production, format!("{base}/file")).await;
+    assert!(text.contains("127.0.0.1 is not a public address"), "{text}");
+    let text = refused(&production, format!("http://localhost:{port}/file")).await;
+    assert!(text.contains("localhost is not a public address"), "{text}");
+    let text = refused(
+        &production,
+        "http://169.254.169.254/latest/meta-data/".to_owned(),
+    )
+    .await;
+    assert!(text.contains("not a public address"), "{text}");
+    let text = refused(&production, "file:///etc/passwd".to_owned()).await;
+    assert!(text.contains("http or https"), "{text}");
+    assert_eq!(hits.load(Ordering::SeqCst), 0, "nothing was fetched");
+
+    // An allow-list (with private addresses allowed, for the loopback host of the test).
+    let listed = Miaw::start_with(SandboxConfig::default(), |c| {
+        c.attachments = handover_salesforce::AttachmentPolicy {
+            allowed_hosts: vec!["127.0.0.1".to_owned()],
+            allow_private_addresses: true,
+            max_redirects: 3,
+        };
+    })
+    .await;
+    let (token, conversation) = listed.guest_conversation(&attributes()).await;
+    listed.act(conversation, "accept", json!({})).await;
+    listed
+        .client
+        .send_file(
+            &token,
+            conversation,
+            id("ok"),
+            &file(format!("{base}/file")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 1, "the listed host served it");
+    assert_eq!(listed.user_texts(conversation).await, ["file:receipt.pdf"]);
+    let text = refused(&listed, format!("http://localhost:{port}/file")).await;
+    assert!(
+        text.contains("localhost is not on the allow-list"),
+        "{text}"
+    );
+    // A listed host redirecting to an unlisted one: the redirect is not followed.
+    let text = refused(&listed, format!("{base}/to/localhost")).await;
+    assert!(
+        text.contains("localhost is not on the allow-list"),
+        "{text}"
+    );
+    // Redirects within the list are followed, up to the limit.
+    listed
+        .client
+        .send_file(
+            &token,
+            conversation,
+            id("hops"),
+            &file(format!("{base}/hop/2")),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(hits.load(Ordering::SeqCst), 2);
+    let text = refused(&listed, format!("{base}/hop/5")).await;
+    assert!(text.contains("redirects more than 3 times"), "{text}");
+    assert_eq!(hits.load(Ordering::SeqCst), 2, "no refused URL was fetched");
+}

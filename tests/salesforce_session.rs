@@ -333,3 +333,62 @@ async fn s40_a_garbled_event_is_counted_and_its_entry_recovered_by_backfill() {
         1
     );
 }
+
+#[tokio::test]
+async fn s39_s40_junk_on_the_stream_is_counted_and_no_message_is_lost() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let mut config = driver::quick_config();
+    // The recovery must come from the stream and the malformed events, not the periodic poll.
+    config.safety_poll_interval = Duration::from_secs(60);
+    let running = with_agent(&miaw, config).await;
+    agent_says(&miaw, &running, "before the junk").await;
+    let junk = |event: Value| {
+        let miaw = &miaw;
+        let conversation = running.conversation;
+        async move { miaw.act(conversation, "events", event).await }
+    };
+    // Data that is not JSON at all.
+    junk(json!({ "event": "CONVERSATION_MESSAGE", "data": "{not json", "raw": true })).await;
+    // An entryPayload of the wrong type.
+    junk(json!({ "event": "CONVERSATION_MESSAGE", "data": {
+        "conversationEntry": {
+            "identifier": "junk-1",
+            "entryType": "Message",
+            "entryPayload": 42,
+            "sender": { "role": "Agent", "appType": "agent", "subject": "005x" },
+            "senderDisplayName": "Jane",
+            "clientTimestamp": 1,
+            "transcriptedTimestamp": 1
+        }
+    } }))
+    .await;
+    // An event name nobody knows.
+    junk(json!({ "event": "CONVERSATION_SOMETHING_ELSE", "data": {} })).await;
+    // An absurdly long line: past the stream's limit, so the connection is cut and resumed
+    // after it (its id came first), never served again.
+    junk(json!({
+        "event": "CONVERSATION_MESSAGE",
+        "data": "x".repeat(handover_salesforce::MAX_SSE_LINE_BYTES + 1000),
+        "raw": true
+    }))
+    .await;
+    agent_says(&miaw, &running, "after the junk").await;
+    eventually(WAIT, "both messages arrived", || async {
+        running.bot.texts().len() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(running.bot.texts(), ["before the junk", "after the junk"]);
+    let malformed = running.observed_matching(|o| matches!(o, Observation::MalformedEvent { .. }));
+    assert_eq!(malformed, 3, "not JSON, wrong payload type, too long");
+    let unknown = Observation::UnknownEvent {
+        name: "CONVERSATION_SOMETHING_ELSE".to_owned(),
+    };
+    assert_eq!(running.observed(&unknown), 1);
+    let reconnects =
+        running.observed_matching(|o| matches!(o, Observation::StreamReconnect { .. }));
+    assert_eq!(
+        reconnects, 1,
+        "one reconnect, for the cut line, and no loop"
+    );
+}

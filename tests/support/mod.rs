@@ -38,6 +38,8 @@ impl Miaw {
             .unwrap();
         let mut miaw = MiawConfig::new(sandbox.url(), DEFAULT_ORG_ID, DEFAULT_DEVELOPER_NAME);
         miaw.request_timeout = Duration::from_secs(5);
+        // The sandbox's file server is on loopback.
+        miaw.attachments.allow_private_addresses = true;
         adjust(&mut miaw);
         let client = MiawClient::new(miaw).unwrap();
         Self {

@@ -7,6 +7,8 @@
 //!   no network in CI).
 //! - `chaos [--release] [harness options]`: builds the bridge, both sandboxes and the harness,
 //!   then runs `handover-harness chaos` (see `docs/reliability.md`).
+//! - `fuzz [--seconds N] [TARGET…]`: runs the `cargo fuzz` targets of `crates/handover-fuzz`
+//!   for N seconds each (default 30), from the committed seeds plus what earlier runs found.
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
@@ -21,6 +23,7 @@ fn main() -> ExitCode {
         Some("ci") => ci(),
         Some("deny") => deny(),
         Some("chaos") => chaos(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -43,7 +46,8 @@ fn print_help() {
          ci     fmt check, clippy -D warnings, all tests, cargo deny\n  \
          deny   cargo deny check against the bundled advisory database\n  \
          chaos  [--release] [--sessions N --messages M --minutes T --instances K --kills J --seed S]\n         \
-         the bridge under faults and kill -9; fails unless nothing is lost, doubled or stuck"
+         the bridge under faults and kill -9; fails unless nothing is lost, doubled or stuck\n  \
+         fuzz   [--seconds N] [TARGET…]  the cargo-fuzz targets, N seconds each (default 30)"
     );
 }
 
@@ -144,6 +148,63 @@ fn chaos(args: &[String]) -> Result<(), String> {
         .arg(target.join("chaos"))
         .args(rest);
     run("handover-harness chaos", harness)
+}
+
+/// The fuzz targets, in `crates/handover-fuzz/fuzz_targets/`.
+const FUZZ_TARGETS: &[&str] = &["api", "sse_event", "entry", "config"];
+
+/// Runs each fuzz target for a fixed time. `cargo fuzz` needs flags that stable rustc takes
+/// only with `RUSTC_BOOTSTRAP=1`; the sanitizer is off (the workspace forbids unsafe code, so
+/// AddressSanitizer has little to find, and it doubles the build) and coverage guidance stays.
+fn fuzz(args: &[String]) -> Result<(), String> {
+    let mut seconds = 30u64;
+    let mut targets = Vec::new();
+    let mut rest = args.iter();
+    while let Some(arg) = rest.next() {
+        if arg == "--seconds" {
+            seconds = rest
+                .next()
+                .and_then(|n| n.parse().ok())
+                .ok_or("--seconds needs a number")?;
+        } else if FUZZ_TARGETS.contains(&arg.as_str()) {
+            targets.push(arg.clone());
+        } else {
+            return Err(format!(
+                "unknown fuzz target `{arg}`; the targets are {FUZZ_TARGETS:?}"
+            ));
+        }
+    }
+    if targets.is_empty() {
+        targets = FUZZ_TARGETS.iter().map(|t| (*t).to_owned()).collect();
+    }
+    let probe = cargo().args(["fuzz", "--version"]).output();
+    if !probe.is_ok_and(|output| output.status.success()) {
+        return Err(
+            "cargo-fuzz is missing: `cargo install --locked cargo-fuzz@0.13.2` (`.ci/run` does)"
+                .to_owned(),
+        );
+    }
+    let root = workspace_root();
+    let fuzz_dir = root.join("crates/handover-fuzz");
+    for target in &targets {
+        let corpus = fuzz_dir.join("corpus").join(target);
+        std::fs::create_dir_all(&corpus)
+            .map_err(|e| format!("creating {}: {e}", corpus.display()))?;
+        let mut run_target = cargo();
+        run_target
+            .env("RUSTC_BOOTSTRAP", "1")
+            .args(["fuzz", "run", "--sanitizer", "none", "--fuzz-dir"])
+            .arg(&fuzz_dir)
+            .arg(target)
+            .arg(&corpus)
+            .arg(fuzz_dir.join("seeds").join(target))
+            .arg("--")
+            .arg(format!("-max_total_time={seconds}"))
+            .arg("-rss_limit_mb=4096")
+            .arg("-max_len=65536");
+        run(&format!("fuzz {target} for {seconds}s"), run_target)?;
+    }
+    Ok(())
 }
 
 /// `cargo deny` cannot fetch the RustSec advisory database without network, so the database

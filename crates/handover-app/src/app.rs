@@ -81,6 +81,7 @@ impl App {
                 &deployment.developer_name,
             );
             miaw.request_timeout = Duration::from_millis(config.salesforce.request_timeout_ms);
+            miaw.attachments = config.attachments.policy();
             let miaw = miaw.validated().map_err(|e| {
                 anyhow::anyhow!("salesforce.deployments.{name}: {}: {}", e.field, e.problem)
             })?;

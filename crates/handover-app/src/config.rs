@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use handover_cognigy::api::ApiKey;
 use handover_cognigy::{CognigyConfig, EndpointRoutes};
 use handover_core::SessionConfig;
-use handover_salesforce::MiawConfig;
+use handover_salesforce::{AttachmentPolicy, MiawConfig};
 use serde::{Deserialize, Serialize};
 
 /// A secret from the configuration: kept, never shown.
@@ -68,6 +68,8 @@ pub struct Config {
     pub cognigy: CognigySection,
     /// The Salesforce side.
     pub salesforce: SalesforceSection,
+    /// Where user files may be fetched from.
+    pub attachments: AttachmentsSection,
     /// Logging.
     pub log: LogSection,
 }
@@ -251,6 +253,43 @@ impl Default for SalesforceSection {
     }
 }
 
+/// `[attachments]`: user files arrive as URLs from the bot side and the bridge downloads them
+/// to upload to Salesforce, so where it may download from is a security setting (SSRF).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AttachmentsSection {
+    /// Hosts files may come from (`files.example.com`, `*.cognigy.ai`). Empty: any host with
+    /// a public address.
+    pub allowed_hosts: Vec<String>,
+    /// Allow loopback, private and link-local addresses (a file server inside your network,
+    /// local sandboxes). Off by default; the demo turns it on.
+    pub allow_private_addresses: bool,
+    /// Redirects followed at most, each checked like the first URL.
+    pub max_redirects: usize,
+}
+
+impl Default for AttachmentsSection {
+    fn default() -> Self {
+        let policy = AttachmentPolicy::default();
+        Self {
+            allowed_hosts: policy.allowed_hosts,
+            allow_private_addresses: policy.allow_private_addresses,
+            max_redirects: policy.max_redirects,
+        }
+    }
+}
+
+impl AttachmentsSection {
+    /// The Salesforce adapter's policy.
+    pub fn policy(&self) -> AttachmentPolicy {
+        AttachmentPolicy {
+            allowed_hosts: self.allowed_hosts.clone(),
+            allow_private_addresses: self.allow_private_addresses,
+            max_redirects: self.max_redirects,
+        }
+    }
+}
+
 /// `[log]`
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -294,6 +333,7 @@ impl Default for Config {
             api: ApiSection::default(),
             cognigy: CognigySection::default(),
             salesforce: SalesforceSection::default(),
+            attachments: AttachmentsSection::default(),
             log: LogSection::default(),
         }
     }
@@ -376,6 +416,19 @@ impl Config {
 
     /// Checks what would make the bridge misbehave; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        for (index, host) in self.attachments.allowed_hosts.iter().enumerate() {
+            let name = host.strip_prefix("*.").unwrap_or(host);
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+            if !plain {
+                return Err(invalid(
+                    format!("attachments.allowed_hosts[{index}]"),
+                    "must be a host name, an address, or `*.` and a domain (no scheme, port or path)",
+                ));
+            }
+        }
         if self.mode == Mode::Production {
             if self.store.keys.is_empty() {
                 return Err(invalid(

@@ -104,6 +104,11 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Demo
             default_deployment: Some("sandbox".to_owned()),
             ..crate::config::SalesforceSection::default()
         },
+        // The demo's files live on the sandboxes, on loopback.
+        attachments: crate::config::AttachmentsSection {
+            allow_private_addresses: true,
+            ..crate::config::AttachmentsSection::default()
+        },
         ..Config::default()
     };
     config.validate().context("the demo's configuration")?;

@@ -192,3 +192,38 @@ fn the_effective_configuration_prints_without_secrets() {
         Ok(())
     });
 }
+
+#[test]
+fn attachment_downloads_are_locked_down_by_default_and_the_list_is_checked() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("handover.toml", &base_file(""))?;
+        let config = Config::load(None).unwrap();
+        let policy = config.attachments.policy();
+        assert!(policy.allowed_hosts.is_empty());
+        assert!(
+            !policy.allow_private_addresses,
+            "no private addresses unless asked"
+        );
+        assert_eq!(policy.max_redirects, 3);
+        jail.create_file(
+            "handover.toml",
+            &base_file(
+                "[attachments]\nallowed_hosts = [\"*.cognigy.ai\", \"files.example.com\"]\n",
+            ),
+        )?;
+        let config = Config::load(None).unwrap();
+        assert_eq!(
+            config.attachments.allowed_hosts,
+            ["*.cognigy.ai", "files.example.com"]
+        );
+        Ok(())
+    });
+    let message = error_of(
+        "[attachments]\nallowed_hosts = [\"files.example.com\", \"https://evil.example/x\"]\n",
+        &[],
+    );
+    assert!(
+        message.contains("attachments.allowed_hosts[1]"),
+        "{message}"
+    );
+}

@@ -184,6 +184,8 @@ pub(crate) struct BridgeSettings {
     /// Extra `key = value` lines for the `[salesforce]` table.
     pub(crate) salesforce: Vec<(String, String)>,
     pub(crate) lease_ttl_secs: u64,
+    /// The `[log] level` filter.
+    pub(crate) log_level: String,
 }
 
 /// Starts `handover serve` as instance `instance` (a new name per start, as a restarted pod
@@ -215,7 +217,7 @@ pub(crate) async fn bridge(
     writeln!(toml, "admin = true")?;
     writeln!(toml, "[log]")?;
     writeln!(toml, "format = \"json\"")?;
-    writeln!(toml, "level = \"info\"")?;
+    writeln!(toml, "level = {:?}", settings.log_level)?;
     writeln!(toml, "[salesforce]")?;
     for (key, value) in &settings.salesforce {
         writeln!(toml, "{key} = {value}")?;

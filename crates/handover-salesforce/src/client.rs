@@ -20,6 +20,7 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::attachments::AttachmentRefused;
 use crate::config::{MiawConfig, MiawConfigError};
 use crate::decode;
 use crate::error::SalesforceError;
@@ -36,6 +37,8 @@ pub struct MiawClient {
 
 struct Inner {
     http: reqwest::Client,
+    /// For user files only (see `download`); `None` if it could not be built.
+    downloads: Option<reqwest::Client>,
     config: MiawConfig,
     decode_failures: AtomicU64,
 }
@@ -71,9 +74,17 @@ impl MiawClient {
     /// A client sharing `http`'s connection pool (one pool for every deployment). `config`
     /// must come from [`MiawConfig::validated`].
     pub fn with_http(config: MiawConfig, http: reqwest::Client) -> Self {
+        // A client of its own for user files: it checks every redirect against the policy
+        // and resolves names to public addresses only (see `attachments`).
+        let downloads = config
+            .attachments
+            .client(config.connect_timeout)
+            .map_err(|_| tracing::error!("the attachment download client could not be built"))
+            .ok();
         Self {
             inner: Arc::new(Inner {
                 http,
+                downloads,
                 config,
                 decode_failures: AtomicU64::new(0),
             }),
@@ -401,16 +412,26 @@ impl MiawClient {
         Self::send(request).await.map(drop)
     }
 
-    /// Fetches the user's file, or `None` if it is larger than `max`.
+    /// Fetches the user's file, or `None` if it is larger than `max`. The URL and every
+    /// redirect must pass the attachment policy; a refusal is a `Request` error, so the core
+    /// sends the agent the link instead.
     async fn download(&self, file: &FileRef, max: u64) -> Result<Option<Vec<u8>>, SalesforceError> {
-        let response = self
-            .inner
-            .http
-            .get(&file.url)
+        let url = reqwest::Url::parse(&file.url)
+            .map_err(|_| SalesforceError::Request(AttachmentRefused::Invalid.to_string()))?;
+        self.inner
+            .config
+            .attachments
+            .check(&url)
+            .map_err(|refused| SalesforceError::Request(refused.to_string()))?;
+        let client = self.inner.downloads.as_ref().ok_or_else(|| {
+            SalesforceError::Request("the attachment download client is unavailable".to_owned())
+        })?;
+        let response = client
+            .get(url)
             .timeout(self.inner.config.request_timeout)
             .send()
             .await
-            .map_err(SalesforceError::transport)?;
+            .map_err(refused_or_transport)?;
         let status = response.status();
         if status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS {
             return Err(SalesforceError::Transport(format!(
@@ -524,6 +545,22 @@ impl MiawClient {
 
 fn attributes_map(attributes: &RoutingAttributes) -> BTreeMap<&str, &str> {
     attributes.iter().collect()
+}
+
+/// A download error: the policy's refusal (of a redirect, or of a name's addresses) is final
+/// and says why; anything else is a transport failure worth retrying.
+fn refused_or_transport(error: reqwest::Error) -> SalesforceError {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&error);
+    while let Some(current) = source {
+        if let Some(refused) = current.downcast_ref::<AttachmentRefused>() {
+            return SalesforceError::Request(refused.to_string());
+        }
+        source = current.source();
+    }
+    if error.is_redirect() {
+        return SalesforceError::Request("the attachment's redirects were refused".to_owned());
+    }
+    SalesforceError::transport(error)
 }
 
 fn new_session_fields(attributes: &RoutingAttributes) -> wire::NewSession<'_> {

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::attachments::AttachmentPolicy;
+
 /// One Embedded Service deployment of type Custom Client, with the adapter's timeouts.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MiawConfig {
@@ -23,6 +25,9 @@ pub struct MiawConfig {
     pub stream_open_timeout: Duration,
     /// Largest file uploaded; larger ones are refused before upload (Salesforce: 5 MB).
     pub max_file_bytes: u64,
+    /// Where user files may be downloaded from (allow-list, no private addresses by
+    /// default, every redirect checked).
+    pub attachments: AttachmentPolicy,
 }
 
 /// A configuration that cannot work.
@@ -52,6 +57,7 @@ impl MiawConfig {
             connect_timeout: Duration::from_secs(5),
             stream_open_timeout: Duration::from_secs(15),
             max_file_bytes: 5 * 1024 * 1024,
+            attachments: AttachmentPolicy::default(),
         }
     }
 

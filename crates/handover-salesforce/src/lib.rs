@@ -23,6 +23,7 @@ bodies and never appear in `Debug`, errors or logs.
 
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm))]
 
+pub mod attachments;
 mod client;
 mod config;
 pub mod decode;
@@ -30,7 +31,8 @@ mod error;
 mod stream;
 mod wire;
 
+pub use attachments::{AttachmentPolicy, AttachmentRefused};
 pub use client::{MiawClient, Receipt};
 pub use config::{MiawConfig, MiawConfigError};
 pub use error::SalesforceError;
-pub use stream::SseConnection;
+pub use stream::{MAX_LINE_BYTES as MAX_SSE_LINE_BYTES, SseConnection};

@@ -1522,25 +1522,30 @@ impl World {
         &mut self,
         conversation_id: &str,
         name: String,
-        mut data: Value,
+        data: String,
     ) -> Result<(), ApiError> {
         let conversation = self
             .conversations
             .get(conversation_id)
             .ok_or_else(ApiError::not_found)?;
         let subject = conversation.subject.clone();
-        if let Some(object) = data.as_object_mut() {
-            object
-                .entry("conversationId")
-                .or_insert_with(|| Value::String(conversation_id.to_owned()));
-        }
+        // A JSON object gets the conversation id it would carry; anything else goes as it is.
+        let data = match serde_json::from_str::<Value>(&data) {
+            Ok(Value::Object(mut object)) => {
+                object
+                    .entry("conversationId")
+                    .or_insert_with(|| Value::String(conversation_id.to_owned()));
+                Value::Object(object).to_string()
+            }
+            _ => data,
+        };
         let id = self.next_event;
         self.next_event += 1;
         let log = self.subject_log(&subject);
         log.events.push(Event {
             id,
             name: Cow::Owned(name),
-            data: data.to_string(),
+            data,
             delivery: Delivery::Intact,
         });
         let length = log.events.len();

@@ -71,6 +71,15 @@ impl ApiError {
         )
     }
 
+    /// A handover id in the path that cannot even be read (bad percent-encoding, not UTF-8).
+    pub(crate) fn unreadable_handover() -> Self {
+        Self::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "There is no handover with this id: it is not readable text.",
+        )
+    }
+
     pub(crate) fn no_route() -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -47,6 +47,21 @@ impl FromRequestParts<ApiState> for Admin {
     }
 }
 
+/// The `{id}` of a route. Axum's own rejection of an unreadable path segment (bad
+/// percent-encoding, not UTF-8) would be plain text; this answers like every other error.
+pub(crate) struct HandoverPath(String);
+
+impl<S: Send + Sync> FromRequestParts<S> for HandoverPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|Path(id)| Self(id))
+            .map_err(|_| ApiError::unreadable_handover())
+    }
+}
+
 fn handover_id(raw: &str) -> Result<HandoverId, ApiError> {
     HandoverId::parse(raw).map_err(|_| ApiError::unknown_handover(raw))
 }
@@ -265,7 +280,7 @@ fn view(view: HandoverView) -> HandoverBody {
 pub(crate) async fn get(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<Json<HandoverBody>, ApiError> {
     let id = handover_id(&id)?;
     Ok(Json(view(state.service.get(id).await?)))
@@ -354,7 +369,7 @@ async fn submit(state: &ApiState, id: &str, input: Input) -> Result<(), ApiError
 pub(crate) async fn message(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
     JsonBody(body): JsonBody<MessageBody>,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     let message_id = BotMessageId::new(body.message_id)
@@ -427,7 +442,7 @@ fn attachment(index: usize, file: AttachmentBody) -> Result<FileRef, ApiError> {
 pub(crate) async fn user_connected(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::UserConnected).await?;
     Ok(accepted())
@@ -452,7 +467,7 @@ pub(crate) async fn user_connected(
 pub(crate) async fn user_disconnected(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::UserDisconnected).await?;
     Ok(accepted())
@@ -477,7 +492,7 @@ pub(crate) async fn user_disconnected(
 pub(crate) async fn typing(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
     JsonBody(body): JsonBody<TypingBody>,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::UserTyping { on: body.typing }).await?;
@@ -504,7 +519,7 @@ pub(crate) async fn typing(
 pub(crate) async fn cancel(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::UserCancelled).await?;
     Ok(accepted())
@@ -530,7 +545,7 @@ pub(crate) async fn cancel(
 pub(crate) async fn close(
     State(state): State<ApiState>,
     _: Authed,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::FlowClosed).await?;
     Ok(accepted())
@@ -556,7 +571,7 @@ pub(crate) async fn close(
 pub(crate) async fn force_close(
     State(state): State<ApiState>,
     _: Admin,
-    Path(id): Path<String>,
+    HandoverPath(id): HandoverPath,
 ) -> Result<(StatusCode, Json<AcceptedBody>), ApiError> {
     submit(&state, &id, Input::FlowClosed).await?;
     Ok(accepted())

@@ -1,5 +1,7 @@
 //! Tokens, the event stream, and creating the conversation.
 
+use std::time::Duration;
+
 use crate::bot::{EndReason, ProviderEvent};
 use crate::ids::CallId;
 use crate::io::{Command, Observation, ReconnectReason};
@@ -176,7 +178,19 @@ impl Session {
         if self.phase.is_live() {
             self.token.renewing = true;
             let policy = self.config.renewal_retry.clone();
-            let delay = self.jitter.delay(&policy, attempt);
+            let mut delay = self.jitter.delay(&policy, attempt);
+            // Once the token is unusable the grace period is running: try at least once in
+            // each half of what is left of it, rather than back off past its end.
+            let unusable = self.token.refused
+                || self
+                    .token
+                    .current
+                    .as_ref()
+                    .is_none_or(|token| now >= token.usable_until);
+            if unusable && let Some(grace) = self.timers.get(Timer::TokenGrace) {
+                let half_of_the_rest = grace.saturating_duration_since(now) / 2;
+                delay = delay.min(half_of_the_rest.max(Duration::from_secs(2)));
+            }
             self.control_retry = Some((RetryOp::Mint { renewal: true }, attempt + 1));
             self.timers.set(Timer::ControlRetry, now + delay);
         }

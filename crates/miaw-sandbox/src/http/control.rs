@@ -324,6 +324,10 @@ struct RawEvent {
     event: String,
     #[serde(default)]
     data: Value,
+    /// Send a string `data` as it is (not JSON-encoded): junk that is not JSON, or with line
+    /// breaks of its own, for robustness tests.
+    #[serde(default)]
+    raw: bool,
 }
 
 /// Emits an event of any name on the subject's stream: what a newer Salesforce release might
@@ -344,7 +348,12 @@ async fn raw_event(
             "event must be a non-empty name of letters, digits, '_', '-' or '.'.",
         ));
     }
-    state.world().emit_raw(&id, body.event, body.data)?;
+    let data = match (body.raw, body.data) {
+        (true, Value::String(text)) => text,
+        (true, _) => return Err(ApiError::new(400, "raw needs data to be a string.")),
+        (false, data) => data.to_string(),
+    };
+    state.world().emit_raw(&id, body.event, data)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
