@@ -123,6 +123,8 @@ struct Plan {
     token_refused_after: Option<usize>,
     /// After this step the conversation's stream stalls for a while.
     stall_after: Option<usize>,
+    /// After this step the stream carries junk: an unknown event and data that is not JSON.
+    junk_after: Option<usize>,
 }
 
 fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Plan> {
@@ -171,6 +173,7 @@ fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Pla
                 None
             };
             let stall_after = some(rng, 0.1);
+            let junk_after = some(rng, 0.1);
             Plan {
                 index,
                 start_after: starts.mul_f64(rng.f64()),
@@ -182,6 +185,7 @@ fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Pla
                 inactive_after,
                 token_refused_after,
                 stall_after,
+                junk_after,
             }
         })
         .collect()
@@ -583,6 +587,19 @@ async fn drive_session(run: &Run, plan: &Plan, outcome: &mut Outcome) -> anyhow:
         }
         if plan.token_refused_after == Some(i) {
             expire_token(run, &conversation).await?;
+        }
+        if plan.junk_after == Some(i) {
+            let events = format!("/control/conversations/{conversation}/events");
+            run.control(
+                &events,
+                &json!({ "event": "CONVERSATION_SOMETHING_NEW", "data": { "x": 1 } }),
+            )
+            .await?;
+            run.control(
+                &events,
+                &json!({ "event": "CONVERSATION_MESSAGE", "data": "{not json", "raw": true }),
+            )
+            .await?;
         }
         if plan.stall_after == Some(i) {
             let path = format!("/control/conversations/{conversation}/faults");
@@ -1261,10 +1278,11 @@ async fn account(
     }
     writeln!(
         text,
-        "faults: {rotations} rotations of SSE drops every 4–7 s, duplicate/split/coalesced frames, withheld and garbled events; REST 5% 503 + 2% 429 ({} 503 and {} 429 injected); {} stalled streams; {outages} Notify/Inject outages of 1–4 s and spells of 3% 503 ({cognigy_failures} calls failed)",
+        "faults: {rotations} rotations of SSE drops every 4–7 s, duplicate/split/coalesced frames, withheld and garbled events; REST 5% 503 + 2% 429 ({} 503 and {} 429 injected); {} stalled streams; {} streams with an unknown event and a non-JSON one; {outages} Notify/Inject outages of 1–4 s and spells of 3% 503 ({cognigy_failures} calls failed)",
         injected["503"].as_u64().unwrap_or(0),
         injected["429"].as_u64().unwrap_or(0),
         plans.iter().filter(|p| p.stall_after.is_some()).count(),
+        plans.iter().filter(|p| p.junk_after.is_some()).count(),
     )?;
     writeln!(
         text,
