@@ -82,6 +82,7 @@ impl App {
             );
             miaw.request_timeout = Duration::from_millis(config.salesforce.request_timeout_ms);
             miaw.attachments = config.attachments.policy();
+            miaw.token_requests_per_minute = config.salesforce.token_requests_per_minute;
             let miaw = miaw.validated().map_err(|e| {
                 anyhow::anyhow!("salesforce.deployments.{name}: {}: {}", e.field, e.problem)
             })?;

@@ -235,6 +235,9 @@ pub struct SalesforceSection {
     pub stream_watchdog_secs: u64,
     /// REST calls give up after this long, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Token requests per minute this instance sends at most, per deployment (Salesforce
+    /// allows 200 per org; with several instances, give each its share).
+    pub token_requests_per_minute: u32,
 }
 
 impl Default for SalesforceSection {
@@ -249,6 +252,7 @@ impl Default for SalesforceSection {
             safety_poll_secs: core.safety_poll_interval.as_secs(),
             stream_watchdog_secs: core.stream_watchdog.as_secs(),
             request_timeout_ms: 10_000,
+            token_requests_per_minute: 180,
         }
     }
 }
@@ -416,6 +420,12 @@ impl Config {
 
     /// Checks what would make the bridge misbehave; the error names the key.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.salesforce.token_requests_per_minute == 0 {
+            return Err(invalid(
+                "salesforce.token_requests_per_minute",
+                "must be at least 1 (Salesforce allows 200 per org and minute)",
+            ));
+        }
         for (index, host) in self.attachments.allowed_hosts.iter().enumerate() {
             let name = host.strip_prefix("*.").unwrap_or(host);
             let plain = !name.is_empty()

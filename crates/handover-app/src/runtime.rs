@@ -825,7 +825,9 @@ impl Running {
         if let Err(error) = parts.store.release_lease(self.id, &self.lease).await {
             tracing::warn!(handover = %self.id, %error, "releasing the lease failed; it lapses by itself");
         }
-        tracing::info!(handover = %self.id, finished, phase = self.session.phase().as_str(), "driver stopped");
+        // The reason only: a detail can quote Salesforce's or Cognigy's answer.
+        let outcome = self.session.outcome().map(|o| o.reason.as_str());
+        tracing::info!(handover = %self.id, finished, phase = self.session.phase().as_str(), outcome, "driver stopped");
     }
 }
 

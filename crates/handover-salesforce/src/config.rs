@@ -28,6 +28,11 @@ pub struct MiawConfig {
     /// Where user files may be downloaded from (allow-list, no private addresses by
     /// default, every redirect checked).
     pub attachments: AttachmentPolicy,
+    /// Token requests (mints) sent at most per minute, evenly spaced. Salesforce allows 200
+    /// per org and minute; a burst of handovers beyond it would get 429s and fail, so mints
+    /// wait their turn here instead. Per client: with several bridge instances on one org,
+    /// give each its share.
+    pub token_requests_per_minute: u32,
 }
 
 /// A configuration that cannot work.
@@ -58,6 +63,7 @@ impl MiawConfig {
             stream_open_timeout: Duration::from_secs(15),
             max_file_bytes: 5 * 1024 * 1024,
             attachments: AttachmentPolicy::default(),
+            token_requests_per_minute: 180,
         }
     }
 
@@ -73,6 +79,9 @@ impl MiawConfig {
             );
         }
         self.base_url = url;
+        if self.token_requests_per_minute == 0 {
+            return fail("token_requests_per_minute", "must be at least 1");
+        }
         let org = self.org_id.trim().to_owned();
         if !(org.len() == 15 || org.len() == 18) || !org.starts_with("00D") || !org.is_ascii() {
             return fail(

@@ -164,8 +164,10 @@ impl Session {
         };
         if !same_subject {
             // An anonymous token (identity token no longer valid) or another user's token
-            // cannot reach this conversation.
-            self.retry_renewal(now, attempt);
+            // cannot reach this conversation. Salesforce judged the identity token itself, so
+            // asking again soon with the same one would only spend the org's token budget:
+            // plain backoff, not the hurry of `retry_renewal`.
+            self.schedule_renewal(now, attempt, false);
             return;
         }
         self.install_token(now, issued);
@@ -174,7 +176,13 @@ impl Session {
         self.after_token_recovered(out, now);
     }
 
+    /// After a failed renewal call (429, 5xx, a timeout): retried, in a hurry once the
+    /// token is unusable.
     fn retry_renewal(&mut self, now: Timestamp, attempt: u32) {
+        self.schedule_renewal(now, attempt, true);
+    }
+
+    fn schedule_renewal(&mut self, now: Timestamp, attempt: u32, hurry: bool) {
         if self.phase.is_live() {
             self.token.renewing = true;
             let policy = self.config.renewal_retry.clone();
@@ -187,7 +195,10 @@ impl Session {
                     .current
                     .as_ref()
                     .is_none_or(|token| now >= token.usable_until);
-            if unusable && let Some(grace) = self.timers.get(Timer::TokenGrace) {
+            if hurry
+                && unusable
+                && let Some(grace) = self.timers.get(Timer::TokenGrace)
+            {
                 let half_of_the_rest = grace.saturating_duration_since(now) / 2;
                 delay = delay.min(half_of_the_rest.max(Duration::from_secs(2)));
             }
