@@ -1471,3 +1471,131 @@ impl Database {
         .await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(id: &str, at_ms: u64) -> Delivery {
+        Delivery {
+            id: id.to_owned(),
+            at_ms,
+        }
+    }
+
+    #[test]
+    fn a_repeat_is_explained_only_by_the_same_id_and_a_kill_right_after_the_first() {
+        let kills = [10_000];
+        // Same id, killed 1 s after the first delivery, delivered again after the restart.
+        assert_eq!(
+            repeats(&[delivery("m1", 9_000), delivery("m1", 16_000)], &kills),
+            (1, 0)
+        );
+        // Another id: a real duplicate, kill or not.
+        assert_eq!(
+            repeats(&[delivery("m1", 9_000), delivery("m2", 16_000)], &kills),
+            (0, 1)
+        );
+        // No kill between the two.
+        assert_eq!(
+            repeats(&[delivery("m1", 11_000), delivery("m1", 16_000)], &kills),
+            (0, 1)
+        );
+        // The kill came long after the first delivery: that one had been committed.
+        assert_eq!(
+            repeats(&[delivery("m1", 1_000), delivery("m1", 16_000)], &kills),
+            (0, 1)
+        );
+        // No id at all cannot be told from a duplicate.
+        assert_eq!(
+            repeats(&[delivery("", 9_000), delivery("", 16_000)], &kills),
+            (0, 1)
+        );
+        assert_eq!(repeats(&[delivery("m1", 9_000)], &kills), (0, 0));
+    }
+
+    fn args(sessions: usize, messages: usize) -> ChaosArgs {
+        ChaosArgs {
+            sessions,
+            messages,
+            minutes: 1.0,
+            instances: 1,
+            kills: 0,
+            seed: None,
+            bin_dir: PathBuf::new(),
+            work_dir: PathBuf::new(),
+            database_url: None,
+            report: None,
+            log_level: "info".to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_seed_names_a_schedule_and_every_plan_keeps_each_sides_order() {
+        let args = args(300, 7);
+        let length = Duration::from_secs(60);
+        let first = plans(&args, &mut fastrand::Rng::with_seed(42), length);
+        let again = plans(&args, &mut fastrand::Rng::with_seed(42), length);
+        let other = plans(&args, &mut fastrand::Rng::with_seed(43), length);
+        assert_eq!(format!("{first:?}"), format!("{again:?}"));
+        assert_ne!(format!("{first:?}"), format!("{other:?}"));
+        for plan in &first {
+            let agent: Vec<usize> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::Agent(k) => Some(*k),
+                    Step::User(_) => None,
+                })
+                .collect();
+            let user: Vec<usize> = plan
+                .steps
+                .iter()
+                .filter_map(|s| match s {
+                    Step::User(k) => Some(*k),
+                    Step::Agent(_) => None,
+                })
+                .collect();
+            assert_eq!(agent, (0..7).collect::<Vec<_>>());
+            assert_eq!(user, (0..7).collect::<Vec<_>>());
+            if let Some(at) = plan.inactive_after {
+                assert!(
+                    matches!(plan.steps[at + 1], Step::User(_)),
+                    "the user's next message re-routes an inactive conversation"
+                );
+            }
+            assert!(plan.verified || plan.end != EndKind::GraceExpiry);
+            assert!(plan.start_after <= length);
+        }
+        // Every way to end occurs in a run of this size.
+        for end in [
+            EndKind::AgentEnds,
+            EndKind::UserCloses,
+            EndKind::FlowCloses,
+            EndKind::GraceExpiry,
+        ] {
+            assert!(first.iter().any(|p| p.end == end), "{end:?}");
+        }
+    }
+
+    #[test]
+    fn deliveries_and_terminal_statuses_are_read_from_the_record() {
+        let calls = vec![
+            json!({ "kind": "notify", "status": 200, "atMs": 5,
+                    "body": { "text": "hello", "data": { "handover": { "messageId": "e1" } } } }),
+            json!({ "kind": "notify", "status": 503, "atMs": 6,
+                    "body": { "text": "hello", "data": { "handover": { "messageId": "e1" } } } }),
+            json!({ "kind": "inject", "status": 200, "atMs": 7,
+                    "body": { "data": { "handover": { "status": "active", "updateId": "u1" } } } }),
+            json!({ "kind": "inject", "status": 200, "atMs": 8,
+                    "body": { "data": { "handover": { "status": "completed", "reason": "agent_ended", "updateId": "u2" } } } }),
+        ];
+        let delivered = delivered_texts(&calls);
+        assert_eq!(delivered.len(), 1);
+        assert_eq!(delivered["hello"].len(), 1, "a failed call is no delivery");
+        let terminals: Vec<_> = calls.iter().filter_map(terminal_of).collect();
+        assert_eq!(terminals.len(), 1, "active is not terminal");
+        assert_eq!(terminals[0].0, "completed/agent_ended");
+        assert_eq!(terminals[0].1.id, "u2");
+    }
+}
