@@ -260,6 +260,30 @@ impl E2e {
             .await;
     }
 
+    /// Jane accepts the handover's conversation and the Flow hears `active`.
+    async fn with_agent(&self, session: &str, handover: &str) -> String {
+        let conversation = self.conversation(handover).await;
+        self.miaw
+            .accept_when_created(&conversation, "Jane", WAIT)
+            .await;
+        until("the Flow got active", || async {
+            self.flow_heard(session)
+                .await
+                .contains(&"active".to_owned())
+        })
+        .await;
+        conversation
+    }
+
+    /// The agent says `text` and the user reads it.
+    async fn relayed_to_user(&self, session: &str, conversation: &str, text: &str) {
+        self.agent_says(conversation, text).await;
+        until("the user read the agent", || async {
+            self.user_read(session).await.contains(&text.to_owned())
+        })
+        .await;
+    }
+
     async fn minted(&self) -> u64 {
         let answer: Value = self
             .http
@@ -313,21 +337,9 @@ async fn s01_s10_s15_a_guest_handover_relays_both_ways_and_the_flow_hears_active
             json!({ "settings": { "routingAttributes": { "issueType": "Billing" } } }),
         )
         .await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
+    let conversation = e2e.with_agent("s01", &handover).await;
+    e2e.relayed_to_user("s01", &conversation, "Hi, Jane here")
         .await;
-    until("the Flow got active", || async {
-        e2e.flow_heard("s01").await.contains(&"active".to_owned())
-    })
-    .await;
-    e2e.agent_says(&conversation, "Hi, Jane here").await;
-    until("the user read the agent", || async {
-        e2e.user_read("s01")
-            .await
-            .contains(&"Hi, Jane here".to_owned())
-    })
-    .await;
     let notify = e2e
         .calls("s01")
         .await
@@ -403,14 +415,7 @@ async fn s02_a_long_transcript_arrives_as_several_messages_in_order_before_live_
 async fn s22_the_agent_sees_the_user_leave_and_come_back() {
     let e2e = E2e::start().await;
     let handover = e2e.start_handover("s22", json!({})).await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
-        .await;
-    until("active", || async {
-        e2e.flow_heard("s22").await.contains(&"active".to_owned())
-    })
-    .await;
+    let conversation = e2e.with_agent("s22", &handover).await;
     for route in ["user-disconnected", "user-disconnected", "user-connected"] {
         assert_eq!(
             e2e.post(&format!("/v1/handovers/{handover}/{route}"), json!(null))
@@ -435,14 +440,7 @@ async fn s22_the_agent_sees_the_user_leave_and_come_back() {
 async fn s24_s27_a_transfer_and_inactivity_are_not_ends() {
     let e2e = E2e::start().await;
     let handover = e2e.start_handover("s24", json!({})).await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
-        .await;
-    until("active", || async {
-        e2e.flow_heard("s24").await.contains(&"active".to_owned())
-    })
-    .await;
+    let conversation = e2e.with_agent("s24", &handover).await;
     e2e.miaw
         .act(&conversation, "transfer", json!({ "to": "Sam" }))
         .await;
@@ -571,14 +569,7 @@ async fn s31_a_cancel_while_queued_closes_the_conversation_and_the_flow_hears_ca
 async fn s13_s14_s35_a_lost_session_end_a_refused_file_and_a_withheld_message_lose_nothing() {
     let e2e = E2e::start().await;
     let handover = e2e.start_handover("s35", json!({})).await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
-        .await;
-    until("active", || async {
-        e2e.flow_heard("s35").await.contains(&"active".to_owned())
-    })
-    .await;
+    let conversation = e2e.with_agent("s35", &handover).await;
     // S35: a message the stream never delivers arrives by the safety poll (2 s here).
     e2e.miaw
         .control(
@@ -587,13 +578,8 @@ async fn s13_s14_s35_a_lost_session_end_a_refused_file_and_a_withheld_message_lo
             json!({ "withhold_next_events": 1 }),
         )
         .await;
-    e2e.agent_says(&conversation, "never on the stream").await;
-    until("the withheld message", || async {
-        e2e.user_read("s35")
-            .await
-            .contains(&"never on the stream".to_owned())
-    })
-    .await;
+    e2e.relayed_to_user("s35", &conversation, "never on the stream")
+        .await;
     // S14: a file of a type Salesforce refuses reaches the agent as a link.
     let exe = e2e
         .miaw
@@ -645,21 +631,9 @@ async fn s42_after_a_crash_and_restart_the_stream_resumes_without_a_new_token_an
 {
     let mut e2e = E2e::start().await;
     let handover = e2e.start_handover("s42", json!({})).await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
+    let conversation = e2e.with_agent("s42", &handover).await;
+    e2e.relayed_to_user("s42", &conversation, "before the crash")
         .await;
-    until("active", || async {
-        e2e.flow_heard("s42").await.contains(&"active".to_owned())
-    })
-    .await;
-    e2e.agent_says(&conversation, "before the crash").await;
-    until("relayed", || async {
-        e2e.user_read("s42")
-            .await
-            .contains(&"before the crash".to_owned())
-    })
-    .await;
     let minted = e2e.minted().await;
     e2e.crash_and_restart().await;
     // Meanwhile both sides keep talking.
@@ -679,13 +653,8 @@ async fn s42_after_a_crash_and_restart_the_stream_resumes_without_a_new_token_an
             .contains(&"are you still there?".to_owned())
     })
     .await;
-    e2e.agent_says(&conversation, "after the restart").await;
-    until("the stream works", || async {
-        e2e.user_read("s42")
-            .await
-            .contains(&"after the restart".to_owned())
-    })
-    .await;
+    e2e.relayed_to_user("s42", &conversation, "after the restart")
+        .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let read = e2e.user_read("s42").await;
     for text in [
@@ -871,21 +840,9 @@ async fn s43_when_an_instance_dies_another_takes_its_handover_over_and_nothing_i
     .unwrap();
     e2e.app = Some(first);
     let handover = e2e.start_handover("s43", json!({})).await;
-    let conversation = e2e.conversation(&handover).await;
-    e2e.miaw
-        .accept_when_created(&conversation, "Jane", WAIT)
+    let conversation = e2e.with_agent("s43", &handover).await;
+    e2e.relayed_to_user("s43", &conversation, "before the failure")
         .await;
-    until("active", || async {
-        e2e.flow_heard("s43").await.contains(&"active".to_owned())
-    })
-    .await;
-    e2e.agent_says(&conversation, "before the failure").await;
-    until("relayed", || async {
-        e2e.user_read("s43")
-            .await
-            .contains(&"before the failure".to_owned())
-    })
-    .await;
     // A second instance joins; the first holds the lease, so it only watches.
     let second = App::start(
         &Config {
