@@ -107,6 +107,12 @@ try {
   await say('thanks');
   await customer.locator('.msg.bot', { hasText: "You're welcome" }).waitFor({ timeout });
   await snap('ended');
+
+  // Each output is shown once: the page polls from a timer and after every send, and the two
+  // must never render the same output twice (CI once caught the greeting shown twice).
+  const seqs = await customer.locator('#log .msg').evaluateAll((nodes) => nodes.map((n) => n.dataset.seq));
+  const repeated = seqs.filter((seq, i) => seqs.indexOf(seq) !== i);
+  if (repeated.length) throw new Error(`the webchat shows outputs ${repeated.join(', ')} more than once`);
   console.log('demo walk-through ok');
 } finally {
   await browser.close();
