@@ -13,7 +13,7 @@ use axum::routing::get;
 use handover_cognigy::CognigyClient;
 use handover_cognigy::api::{self, ApiConfig, ApiKey};
 use handover_core::ports::{SalesforcePort, SessionStore};
-use handover_salesforce::{MiawClient, MiawConfig};
+use handover_salesforce::{MiawClient, MiawConfig, SharedSlots, TokenPacer};
 use handover_store::{Keyring, MemoryStore, SqlBackend, SqlStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -23,6 +23,19 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::runtime::{Parts, Runtime, now};
 use crate::service::{AppHandovers, Lists};
+
+/// The store's shared schedule, for token requests.
+struct StoreSlots(Arc<SqlStore>);
+
+#[async_trait::async_trait]
+impl SharedSlots for StoreSlots {
+    async fn reserve(&self, key: &str, interval: Duration) -> Result<Duration, String> {
+        self.0
+            .reserve_slot(key, interval)
+            .await
+            .map_err(|error| error.to_string())
+    }
+}
 
 /// A running bridge.
 #[derive(Debug)]
@@ -73,6 +86,15 @@ impl App {
             Lists::Sql(store) => store.clone(),
         };
         let http = reqwest_client()?;
+        // Token requests are paced per org (Salesforce counts them per org); on PostgreSQL
+        // every instance books its turns in the store, so the rate holds for the fleet.
+        let slots: Option<Arc<dyn SharedSlots>> = match &lists {
+            Lists::Sql(store) if store.backend() == SqlBackend::Postgres => {
+                Some(Arc::new(StoreSlots(store.clone())))
+            }
+            Lists::Sql(_) | Lists::Memory(_) => None,
+        };
+        let mut pacers: BTreeMap<&str, Arc<TokenPacer>> = BTreeMap::new();
         let mut deployments: BTreeMap<String, Arc<dyn SalesforcePort>> = BTreeMap::new();
         for (name, deployment) in &config.salesforce.deployments {
             let mut miaw = MiawConfig::new(
@@ -86,9 +108,23 @@ impl App {
             let miaw = miaw.validated().map_err(|e| {
                 anyhow::anyhow!("salesforce.deployments.{name}: {}: {}", e.field, e.problem)
             })?;
+            let per_minute = config.salesforce.token_requests_per_minute;
+            let pacer = pacers
+                .entry(deployment.organization_id.as_str())
+                .or_insert_with(|| {
+                    Arc::new(match &slots {
+                        Some(slots) => TokenPacer::shared(
+                            per_minute,
+                            format!("token-requests:{}", deployment.organization_id),
+                            slots.clone(),
+                        ),
+                        None => TokenPacer::local(per_minute),
+                    })
+                })
+                .clone();
             deployments.insert(
                 name.clone(),
-                Arc::new(MiawClient::with_http(miaw, http.clone())),
+                Arc::new(MiawClient::with_pacer(miaw, http.clone(), pacer)),
             );
         }
         let default_deployment = config

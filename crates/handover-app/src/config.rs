@@ -235,8 +235,9 @@ pub struct SalesforceSection {
     pub stream_watchdog_secs: u64,
     /// REST calls give up after this long, in milliseconds.
     pub request_timeout_ms: u64,
-    /// Token requests per minute this instance sends at most, per deployment (Salesforce
-    /// allows 200 per org; with several instances, give each its share).
+    /// Token requests per minute and Salesforce org, evenly spaced (Salesforce allows 200 per
+    /// org). Instances sharing a PostgreSQL store keep this rate together; on SQLite (one
+    /// instance) the process keeps it.
     pub token_requests_per_minute: u32,
 }
 

@@ -24,6 +24,7 @@ use crate::attachments::AttachmentRefused;
 use crate::config::{MiawConfig, MiawConfigError};
 use crate::decode;
 use crate::error::SalesforceError;
+use crate::pacing::TokenPacer;
 use crate::stream::SseConnection;
 use crate::wire;
 
@@ -37,7 +38,7 @@ pub struct MiawClient {
 
 struct Inner {
     http: reqwest::Client,
-    mints: MintPacer,
+    mints: Arc<TokenPacer>,
     /// For user files only (see `download`); `None` if it could not be built.
     downloads: Option<reqwest::Client>,
     config: MiawConfig,
@@ -72,9 +73,17 @@ impl MiawClient {
         Ok(Self::with_http(config, http))
     }
 
-    /// A client sharing `http`'s connection pool (one pool for every deployment). `config`
-    /// must come from [`MiawConfig::validated`].
+    /// A client sharing `http`'s connection pool (one pool for every deployment), pacing its
+    /// token requests by itself at `config.token_requests_per_minute`. `config` must come from
+    /// [`MiawConfig::validated`].
     pub fn with_http(config: MiawConfig, http: reqwest::Client) -> Self {
+        let mints = Arc::new(TokenPacer::local(config.token_requests_per_minute));
+        Self::with_pacer(config, http, mints)
+    }
+
+    /// A client whose token requests wait their turn in `mints`: share one pacer between
+    /// the deployments of an org, and give it the shared schedule when several instances run.
+    pub fn with_pacer(config: MiawConfig, http: reqwest::Client, mints: Arc<TokenPacer>) -> Self {
         // A client of its own for user files: it checks every redirect against the policy
         // and resolves names to public addresses only (see `attachments`).
         let downloads = config
@@ -82,7 +91,6 @@ impl MiawClient {
             .client(config.connect_timeout)
             .map_err(|_| tracing::error!("the attachment download client could not be built"))
             .ok();
-        let mints = MintPacer::new(config.token_requests_per_minute);
         Self {
             inner: Arc::new(Inner {
                 http,
@@ -552,33 +560,6 @@ fn attributes_map(attributes: &RoutingAttributes) -> BTreeMap<&str, &str> {
     attributes.iter().collect()
 }
 
-/// Spaces token requests evenly at the configured rate: a mint waits until its slot, so a
-/// burst of new handovers queues here instead of running into Salesforce's per-org limit.
-/// Idle, a mint goes at once.
-struct MintPacer {
-    interval: std::time::Duration,
-    next: tokio::sync::Mutex<tokio::time::Instant>,
-}
-
-impl MintPacer {
-    fn new(per_minute: u32) -> Self {
-        Self {
-            interval: std::time::Duration::from_secs(60) / per_minute.max(1),
-            next: tokio::sync::Mutex::new(tokio::time::Instant::now()),
-        }
-    }
-
-    async fn wait_turn(&self) {
-        let slot = {
-            let mut next = self.next.lock().await;
-            let slot = (*next).max(tokio::time::Instant::now());
-            *next = slot + self.interval;
-            slot
-        };
-        tokio::time::sleep_until(slot).await;
-    }
-}
-
 /// A download error: the policy's refusal (of a redirect, or of a name's addresses) is final
 /// and says why; anything else is a transport failure worth retrying.
 fn refused_or_transport(error: reqwest::Error) -> SalesforceError {
@@ -745,44 +726,5 @@ impl SalesforcePort for MiawClient {
     ) -> Result<Box<dyn EventStream>, CallFailure> {
         let connection = self.connect(&credential.token, last_event_id).await?;
         Ok(Box::new(connection))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::Duration;
-
-    use super::MintPacer;
-
-    // Virtual time (paused): the slots are exact, so this checks the spacing, not speed.
-    #[tokio::test(start_paused = true)]
-    async fn mints_are_spaced_at_the_rate_and_an_idle_one_goes_at_once() {
-        let pacer = std::sync::Arc::new(MintPacer::new(60));
-        let start = tokio::time::Instant::now();
-        pacer.wait_turn().await;
-        assert_eq!(start.elapsed(), Duration::ZERO, "idle: at once");
-        let waits: Vec<_> = (0..4)
-            .map(|_| {
-                let pacer = pacer.clone();
-                tokio::spawn(async move {
-                    pacer.wait_turn().await;
-                    start.elapsed()
-                })
-            })
-            .collect();
-        let mut slots = Vec::new();
-        for wait in waits {
-            slots.push(wait.await.unwrap());
-        }
-        slots.sort();
-        assert_eq!(
-            slots,
-            [1, 2, 3, 4].map(Duration::from_secs),
-            "a burst queues one second apart at 60 a minute"
-        );
-        tokio::time::sleep(Duration::from_secs(30)).await;
-        let before = tokio::time::Instant::now();
-        pacer.wait_turn().await;
-        assert_eq!(before.elapsed(), Duration::ZERO, "idle again: at once");
     }
 }

@@ -28,6 +28,7 @@ mod client;
 mod config;
 pub mod decode;
 mod error;
+mod pacing;
 mod stream;
 mod wire;
 
@@ -35,4 +36,5 @@ pub use attachments::{AttachmentPolicy, AttachmentRefused};
 pub use client::{MiawClient, Receipt};
 pub use config::{MiawConfig, MiawConfigError};
 pub use error::SalesforceError;
+pub use pacing::{SharedSlots, TokenPacer};
 pub use stream::{MAX_LINE_BYTES as MAX_SSE_LINE_BYTES, SseConnection};

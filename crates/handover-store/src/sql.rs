@@ -39,12 +39,20 @@ pub const INBOX_CHANNEL: &str = "handover_inbox";
 
 /// The migrations, embedded: `(version, description, SQLite, PostgreSQL)`. Never edit one that
 /// has shipped; add the next.
-const MIGRATIONS: &[(i64, &str, &str, &str)] = &[(
-    1,
-    "handovers",
-    include_str!("../migrations/sqlite/0001_handovers.sql"),
-    include_str!("../migrations/postgres/0001_handovers.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
+    (
+        1,
+        "handovers",
+        include_str!("../migrations/sqlite/0001_handovers.sql"),
+        include_str!("../migrations/postgres/0001_handovers.sql"),
+    ),
+    (
+        2,
+        "pacing",
+        include_str!("../migrations/sqlite/0002_pacing.sql"),
+        include_str!("../migrations/postgres/0002_pacing.sql"),
+    ),
+];
 
 /// A store on SQLite or PostgreSQL.
 #[derive(Clone)]
@@ -170,6 +178,58 @@ impl SqlStore {
             SqlBackend::Sqlite => "",
             SqlBackend::Postgres => " FOR UPDATE",
         }
+    }
+
+    /// Books the next free slot of `key`, at least `interval` after the slot booked before it
+    /// by any instance, and returns how long to wait for it (zero if the key was idle). One
+    /// row per key, updated in one statement, so concurrent bookings serialize on its lock.
+    /// PostgreSQL's clock decides, so instances with skewed clocks still space their slots
+    /// evenly; SQLite (one instance) uses this process's clock.
+    pub async fn reserve_slot(
+        &self,
+        key: &str,
+        interval: Duration,
+    ) -> Result<Duration, StoreError> {
+        let interval = i64::try_from(interval.as_millis()).unwrap_or(i64::MAX / 4);
+        let wait: i64 = match self.backend {
+            SqlBackend::Postgres => {
+                let row = sqlx::query(
+                    "INSERT INTO pacing (key, next_at) \
+                     VALUES ($1, CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT) + $2) \
+                     ON CONFLICT (key) DO UPDATE \
+                     SET next_at = GREATEST(pacing.next_at + $2, EXCLUDED.next_at) \
+                     RETURNING next_at - $2 - CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT) AS wait",
+                )
+                .bind(key)
+                .bind(interval)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                row.try_get("wait").map_err(unavailable)?
+            }
+            SqlBackend::Sqlite => {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |since| {
+                        i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4)
+                    });
+                let row = sqlx::query(
+                    "INSERT INTO pacing (key, next_at) VALUES ($1, $2) \
+                     ON CONFLICT (key) DO UPDATE \
+                     SET next_at = MAX(pacing.next_at + $3, excluded.next_at) \
+                     RETURNING next_at",
+                )
+                .bind(key)
+                .bind(now + interval)
+                .bind(interval)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(unavailable)?;
+                let next_at: i64 = row.try_get("next_at").map_err(unavailable)?;
+                next_at - interval - now
+            }
+        };
+        Ok(Duration::from_millis(uint(wait)))
     }
 
     /// Handovers, newest first, with what a list shows.

@@ -325,6 +325,87 @@ conformance!(
     lists_filter_by_cognigy_session_and_liveness_newest_first,
 );
 
+/// Shared pacing slots exist on the SQL stores only (the memory store serves one process, whose
+/// client paces by itself).
+mod shared_slots {
+    #[tokio::test]
+    async fn sqlite() {
+        super::run(
+            "sqlite",
+            "shared_slots",
+            super::slots_are_spaced_evenly_whichever_instance_books_them,
+        )
+        .await;
+    }
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgres() {
+        super::run(
+            "postgres",
+            "shared_slots",
+            super::slots_are_spaced_evenly_whichever_instance_books_them,
+        )
+        .await;
+    }
+}
+
+/// Two instances book 2 × 10 slots of one key at once, and slots of another key: slot k of a key
+/// is k intervals after its first, whoever booked it, and keys do not share slots. A booking
+/// says how long to wait from its own moment, so slot k's wait lies within
+/// `[k·interval − elapsed, k·interval]`, where `elapsed` is the time all bookings took (give or
+/// take the millisecond the clocks are read to).
+async fn slots_are_spaced_evenly_whichever_instance_books_them(fixture: Fixture) -> Fixture {
+    let Opened::Sql(first) = fixture.open(keys(&[("k1", 1)])).await.unwrap() else {
+        panic!("a SQL fixture");
+    };
+    let Opened::Sql(second) = fixture.open(keys(&[("k1", 1)])).await.unwrap() else {
+        panic!("a SQL fixture");
+    };
+    let interval = Duration::from_secs(60);
+    let started = std::time::Instant::now();
+    let book = |store: SqlStore, key: &'static str| async move {
+        let mut waits = Vec::new();
+        for _ in 0..10 {
+            waits.push(store.reserve_slot(key, interval).await.unwrap());
+        }
+        waits
+    };
+    let (a, b, other) = tokio::join!(
+        book(first.clone(), "org-1"),
+        book(second.clone(), "org-1"),
+        book(second.clone(), "org-2"),
+    );
+    let elapsed = started.elapsed() + Duration::from_millis(2);
+    let mut waits: Vec<Duration> = a.into_iter().chain(b).collect();
+    waits.sort();
+    for (k, wait) in waits.iter().enumerate() {
+        let due = interval * u32::try_from(k).unwrap();
+        assert!(
+            *wait <= due && *wait + elapsed >= due,
+            "slot {k} of org-1: wait {wait:?}, due {due:?} after the first, bookings took {elapsed:?}"
+        );
+    }
+    for (k, wait) in other.iter().enumerate() {
+        let due = interval * u32::try_from(k).unwrap();
+        assert!(
+            *wait <= due && *wait + elapsed >= due,
+            "slot {k} of org-2: wait {wait:?}"
+        );
+    }
+    // A restart keeps the schedule: the next booking comes after the 20 already booked.
+    drop((first, second));
+    let Opened::Sql(again) = fixture.open(keys(&[("k1", 1)])).await.unwrap() else {
+        panic!("a SQL fixture");
+    };
+    let next = again.reserve_slot("org-1", interval).await.unwrap();
+    let due = interval * 20;
+    let elapsed = started.elapsed() + Duration::from_millis(2);
+    assert!(
+        next <= due && next + elapsed >= due,
+        "after a restart: {next:?}, {elapsed:?} after the first booking"
+    );
+    fixture
+}
+
 // ---- the suite --------------------------------------------------------------------------------
 
 async fn starts_follow_the_start_gate(fixture: Fixture) -> Fixture {
