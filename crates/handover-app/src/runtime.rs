@@ -708,6 +708,7 @@ impl Running {
                     ));
                 }
                 SalesforceRequest::MintToken(_)
+                | SalesforceRequest::RenewToken(_)
                 | SalesforceRequest::ContinueToken
                 | SalesforceRequest::CreateConversation { .. }
                 | SalesforceRequest::SendMessage { .. }
@@ -723,6 +724,7 @@ impl Running {
                             OutboundBody::File(_) => CallInfo::Other,
                         },
                         SalesforceRequest::MintToken(_)
+                        | SalesforceRequest::RenewToken(_)
                         | SalesforceRequest::ContinueToken
                         | SalesforceRequest::OpenStream { .. }
                         | SalesforceRequest::CloseStream

@@ -31,12 +31,16 @@ impl SalesforcePort for Salesforce {
         request: &SalesforceRequest,
     ) -> Result<SalesforceResponse, CallFailure> {
         Ok(match request {
-            SalesforceRequest::MintToken(_) => SalesforceResponse::Token(IssuedToken {
-                token: AccessToken::new("token"),
-                expires_at: Timestamp::from_unix_millis(now().as_unix_millis() + 6 * 3600 * 1000),
-                subject: Subject::Anonymous("v2/iamessage/ANON/x".to_owned()),
-                last_event_id: None,
-            }),
+            SalesforceRequest::MintToken(_) | SalesforceRequest::RenewToken(_) => {
+                SalesforceResponse::Token(IssuedToken {
+                    token: AccessToken::new("token"),
+                    expires_at: Timestamp::from_unix_millis(
+                        now().as_unix_millis() + 6 * 3600 * 1000,
+                    ),
+                    subject: Subject::Anonymous("v2/iamessage/ANON/x".to_owned()),
+                    last_event_id: None,
+                })
+            }
             SalesforceRequest::ListEntries { .. } => SalesforceResponse::Entries(Vec::new()),
             SalesforceRequest::FetchRoutingStatus { .. } => {
                 SalesforceResponse::RoutingStatus(RoutingStatus::Routed)

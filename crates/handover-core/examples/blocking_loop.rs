@@ -307,14 +307,14 @@ impl SalesforcePort for FakeSalesforce {
         request: &SalesforceRequest,
     ) -> Result<SalesforceResponse, CallFailure> {
         match request {
-            SalesforceRequest::MintToken(_) | SalesforceRequest::ContinueToken => {
-                Ok(SalesforceResponse::Token(IssuedToken {
-                    token: AccessToken::new("example-token"),
-                    expires_at: Timestamp::from_unix_secs(1_700_000_000 + 6 * 3600),
-                    subject: Subject::Anonymous("v2/iamessage/ANON/example".to_owned()),
-                    last_event_id: None,
-                }))
-            }
+            SalesforceRequest::MintToken(_)
+            | SalesforceRequest::RenewToken(_)
+            | SalesforceRequest::ContinueToken => Ok(SalesforceResponse::Token(IssuedToken {
+                token: AccessToken::new("example-token"),
+                expires_at: Timestamp::from_unix_secs(1_700_000_000 + 6 * 3600),
+                subject: Subject::Anonymous("v2/iamessage/ANON/example".to_owned()),
+                last_event_id: None,
+            })),
             SalesforceRequest::CreateConversation {
                 conversation_id, ..
             } => {

@@ -409,6 +409,11 @@ pub enum AcknowledgementKind {
 pub enum SalesforceRequest {
     /// Mint an access token (no credential).
     MintToken(MintKind),
+    /// Mint a new access token for a handover that has one, expiring or refused: the same
+    /// request to Salesforce as [`MintToken`](Self::MintToken). The handover is live and may
+    /// have an agent waiting, so an adapter that queues token requests (Salesforce limits them
+    /// per org) should put this ahead of first tokens.
+    RenewToken(MintKind),
     /// Get a continuation token for the same subject (expiry unchanged).
     ContinueToken,
     /// Open, or replace, the event stream of the credential's subject.
@@ -478,7 +483,7 @@ pub enum SalesforceRequest {
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 pub enum SalesforceResponse {
-    /// For `MintToken` and `ContinueToken`.
+    /// For `MintToken`, `RenewToken` and `ContinueToken`.
     Token(IssuedToken),
     /// For `FetchRoutingStatus`.
     RoutingStatus(RoutingStatus),

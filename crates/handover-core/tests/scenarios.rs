@@ -1117,7 +1117,7 @@ fn s34_a_verified_token_is_renewed_and_the_handover_carries_on() {
     sim.agent_says("still here");
     expect![[r#"
         0:58:00 timeout TokenRenewal
-        0:58:00 < sf#33 mint-token verified
+        0:58:00 < sf#33 renew-token verified
         0:58:00 < sf#34 list-entries [t1]
         0:58:00 > sf#33 token t2 verified expires 1:58:00
         0:58:00 < record token-renewed
@@ -1182,7 +1182,12 @@ fn s34_when_renewal_fails_the_handover_ends_after_the_grace_period() {
         .salesforce
         .requests
         .iter()
-        .filter(|r| matches!(r, SalesforceRequest::MintToken(_)))
+        .filter(|r| {
+            matches!(
+                r,
+                SalesforceRequest::MintToken(_) | SalesforceRequest::RenewToken(_)
+            )
+        })
         .count();
     // The identity is refused (guest tokens come back), so asking again soon would only spend
     // the org's token budget: plain backoff, 5 s doubling to 5 min.
@@ -1562,7 +1567,12 @@ fn mints(sim: &Sim) -> usize {
     sim.salesforce
         .requests
         .iter()
-        .filter(|r| matches!(r, SalesforceRequest::MintToken(_)))
+        .filter(|r| {
+            matches!(
+                r,
+                SalesforceRequest::MintToken(_) | SalesforceRequest::RenewToken(_)
+            )
+        })
         .count()
 }
 

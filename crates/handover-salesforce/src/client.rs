@@ -24,7 +24,7 @@ use crate::attachments::AttachmentRefused;
 use crate::config::{MiawConfig, MiawConfigError};
 use crate::decode;
 use crate::error::SalesforceError;
-use crate::pacing::TokenPacer;
+use crate::pacing::{TokenPacer, Turn};
 use crate::stream::SseConnection;
 use crate::wire;
 
@@ -180,15 +180,7 @@ impl MiawClient {
 
     /// An access token for a guest.
     pub async fn mint_guest(&self) -> Result<IssuedToken, SalesforceError> {
-        self.inner.mints.wait_turn().await;
-        let request = self
-            .request(
-                Method::POST,
-                &format!("{API}/authorization/unauthenticated/access-token"),
-                None,
-            )
-            .json(&self.token_body(None));
-        issued_token(Self::send_json(request, "the token response").await?)
+        self.mint(None, Turn::First).await
     }
 
     /// An access token for a verified user. If Salesforce does not accept the identity token
@@ -198,14 +190,27 @@ impl MiawClient {
         &self,
         identity: &IdentityToken,
     ) -> Result<IssuedToken, SalesforceError> {
-        self.inner.mints.wait_turn().await;
+        self.mint(Some(identity), Turn::First).await
+    }
+
+    /// A token request, after its turn in the pacer.
+    async fn mint(
+        &self,
+        identity: Option<&IdentityToken>,
+        turn: Turn,
+    ) -> Result<IssuedToken, SalesforceError> {
+        self.inner.mints.wait_turn(turn).await;
+        let path = match identity {
+            Some(_) => "authenticated",
+            None => "unauthenticated",
+        };
         let request = self
             .request(
                 Method::POST,
-                &format!("{API}/authorization/authenticated/access-token"),
+                &format!("{API}/authorization/{path}/access-token"),
                 None,
             )
-            .json(&self.token_body(Some(identity)));
+            .json(&self.token_body(identity));
         issued_token(Self::send_json(request, "the token response").await?)
     }
 
@@ -644,6 +649,15 @@ impl SalesforcePort for MiawClient {
             SalesforceRequest::MintToken(MintKind::Verified(identity)) => Ok(
                 SalesforceResponse::Token(self.mint_verified(identity).await?),
             ),
+            SalesforceRequest::RenewToken(kind) => {
+                let identity = match kind {
+                    MintKind::Guest => None,
+                    MintKind::Verified(identity) => Some(identity),
+                };
+                Ok(SalesforceResponse::Token(
+                    self.mint(identity, Turn::Renewal).await?,
+                ))
+            }
             SalesforceRequest::ContinueToken => Ok(SalesforceResponse::Token(
                 self.continuation(token()?).await?,
             )),

@@ -36,5 +36,5 @@ pub use attachments::{AttachmentPolicy, AttachmentRefused};
 pub use client::{MiawClient, Receipt};
 pub use config::{MiawConfig, MiawConfigError};
 pub use error::SalesforceError;
-pub use pacing::{SharedSlots, TokenPacer};
+pub use pacing::{SharedSlots, TokenPacer, Turn};
 pub use stream::{MAX_LINE_BYTES as MAX_SSE_LINE_BYTES, SseConnection};

@@ -10,9 +10,12 @@
 //!
 //! An instance books one slot at a time: the next request in its own queue books only once the
 //! previous one's slot has come. So the shared schedule never runs far ahead, busy instances
-//! alternate, and a request that gives up while queued has booked nothing.
+//! alternate, and a request that gives up while queued has booked nothing. It also lets a
+//! renewal go first: a live handover whose token expires or was refused has its grace period
+//! running and maybe an agent waiting, while a new handover only waits a little longer.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -25,6 +28,15 @@ pub trait SharedSlots: Send + Sync + 'static {
     async fn reserve(&self, key: &str, interval: Duration) -> Result<Duration, String>;
 }
 
+/// Which queue a token request waits in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Turn {
+    /// The first token of a new handover.
+    First,
+    /// A new token for a live handover: goes ahead of every `First` waiting.
+    Renewal,
+}
+
 /// Gives token requests their turn at `per_minute`, evenly spaced. Idle, a request goes at once.
 /// Share one pacer between the clients of deployments in the same org.
 pub struct TokenPacer {
@@ -34,6 +46,9 @@ pub struct TokenPacer {
     /// Held from booking a slot until it comes: one booking per instance at a time. The value
     /// is the next local slot, used when there is no shared schedule or it cannot be reached.
     turn: tokio::sync::Mutex<tokio::time::Instant>,
+    /// Renewals waiting; `First` requests stand aside while there are any.
+    renewals: AtomicUsize,
+    renewal_done: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for TokenPacer {
@@ -64,6 +79,8 @@ impl TokenPacer {
             key,
             shared,
             turn: tokio::sync::Mutex::new(tokio::time::Instant::now()),
+            renewals: AtomicUsize::new(0),
+            renewal_done: tokio::sync::Notify::new(),
         }
     }
 
@@ -72,9 +89,20 @@ impl TokenPacer {
         self.interval
     }
 
-    /// Waits for this request's turn.
-    pub async fn wait_turn(&self) {
-        let mut next_local = self.turn.lock().await;
+    /// Waits for this request's turn: renewals in the order they came, then first tokens in
+    /// the order they came (a first token that stood aside for a renewal queues again).
+    pub async fn wait_turn(&self, turn: Turn) {
+        let _renewal = (turn == Turn::Renewal).then(|| WaitingRenewal::new(self));
+        let mut next_local = loop {
+            // Registered before the check, so a renewal finishing in between still wakes it.
+            let renewal_done = self.renewal_done.notified();
+            let next_local = self.turn.lock().await;
+            if turn == Turn::Renewal || self.renewals.load(Ordering::SeqCst) == 0 {
+                break next_local;
+            }
+            drop(next_local);
+            renewal_done.await;
+        };
         let now = tokio::time::Instant::now();
         let slot = match &self.shared {
             Some(shared) => match shared.reserve(&self.key, self.interval).await {
@@ -94,6 +122,23 @@ impl TokenPacer {
     }
 }
 
+/// A renewal counted as waiting until its turn has come or it was given up (dropped).
+struct WaitingRenewal<'a>(&'a TokenPacer);
+
+impl<'a> WaitingRenewal<'a> {
+    fn new(pacer: &'a TokenPacer) -> Self {
+        pacer.renewals.fetch_add(1, Ordering::SeqCst);
+        Self(pacer)
+    }
+}
+
+impl Drop for WaitingRenewal<'_> {
+    fn drop(&mut self) {
+        self.0.renewals.fetch_sub(1, Ordering::SeqCst);
+        self.0.renewal_done.notify_waiters();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::{Arc, Mutex};
@@ -101,7 +146,7 @@ mod tests {
 
     use async_trait::async_trait;
 
-    use super::{SharedSlots, TokenPacer};
+    use super::{SharedSlots, TokenPacer, Turn};
 
     /// A shared schedule in memory on the virtual clock, standing in for the store: it counts
     /// bookings, and fails while `down` is set.
@@ -134,7 +179,7 @@ mod tests {
             for _ in 0..each {
                 let pacer = pacer.clone();
                 tasks.push(tokio::spawn(async move {
-                    pacer.wait_turn().await;
+                    pacer.wait_turn(Turn::First).await;
                     start.elapsed()
                 }));
             }
@@ -158,7 +203,7 @@ mod tests {
         );
         tokio::time::sleep(Duration::from_secs(30)).await;
         let before = tokio::time::Instant::now();
-        pacer.wait_turn().await;
+        pacer.wait_turn(Turn::First).await;
         assert_eq!(before.elapsed(), Duration::ZERO, "idle again: at once");
     }
 
@@ -201,5 +246,76 @@ mod tests {
             "still spaced, at the same rate"
         );
         assert!(schedule.bookings.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_goes_ahead_of_first_tokens_already_waiting() {
+        let pacer = Arc::new(TokenPacer::local(60));
+        let start = tokio::time::Instant::now();
+        let request = |turn: Turn, name: &'static str| {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                pacer.wait_turn(turn).await;
+                (start.elapsed(), name)
+            })
+        };
+        let mut tasks = vec![
+            request(Turn::First, "first a"),
+            request(Turn::First, "first b"),
+            request(Turn::First, "first c"),
+            request(Turn::First, "first d"),
+        ];
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        tasks.push(request(Turn::Renewal, "renewal"));
+        let mut order = Vec::new();
+        for task in tasks {
+            let done = tokio::time::timeout(Duration::from_secs(60), task).await;
+            order.push(done.expect("every request gets its turn").unwrap());
+        }
+        order.sort();
+        assert_eq!(
+            order,
+            [
+                (Duration::from_secs(0), "first a"),
+                (Duration::from_secs(1), "first b"),
+                (Duration::from_secs(2), "renewal"),
+                (Duration::from_secs(3), "first c"),
+                (Duration::from_secs(4), "first d"),
+            ],
+            "the renewal waits only for the slot being waited for when it came"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_renewal_given_up_while_waiting_does_not_hold_first_tokens_back() {
+        let pacer = Arc::new(TokenPacer::local(60));
+        let start = tokio::time::Instant::now();
+        let request = |turn: Turn| {
+            let pacer = pacer.clone();
+            tokio::spawn(async move {
+                pacer.wait_turn(turn).await;
+                start.elapsed()
+            })
+        };
+        let a = request(Turn::First);
+        let b = request(Turn::First);
+        tokio::task::yield_now().await; // a has gone, b sleeps until its slot at 1 s
+        let renewal = request(Turn::Renewal);
+        tokio::task::yield_now().await;
+        let c = request(Turn::First);
+        tokio::task::yield_now().await;
+        renewal.abort(); // the caller gave up before its turn came
+        let c = tokio::time::timeout(Duration::from_secs(60), c)
+            .await
+            .expect("the first token is not held back by a renewal that is gone")
+            .unwrap();
+        assert_eq!(
+            (a.await.unwrap(), b.await.unwrap(), c),
+            (
+                Duration::ZERO,
+                Duration::from_secs(1),
+                Duration::from_secs(2)
+            )
+        );
     }
 }

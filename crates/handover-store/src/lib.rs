@@ -85,6 +85,7 @@ fn call_of(command: &Command) -> Option<CallId> {
         Command::Salesforce(call) => match call.request {
             SalesforceRequest::OpenStream { .. } | SalesforceRequest::CloseStream => None,
             SalesforceRequest::MintToken(_)
+            | SalesforceRequest::RenewToken(_)
             | SalesforceRequest::ContinueToken
             | SalesforceRequest::CreateConversation { .. }
             | SalesforceRequest::SendMessage { .. }

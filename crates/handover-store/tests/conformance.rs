@@ -112,7 +112,9 @@ fn close(session: &mut Session, at: Timestamp) {
             let input = match command {
                 Command::Salesforce(call) => {
                     let result = match call.request {
-                        SalesforceRequest::MintToken(_) | SalesforceRequest::ContinueToken => {
+                        SalesforceRequest::MintToken(_)
+                        | SalesforceRequest::RenewToken(_)
+                        | SalesforceRequest::ContinueToken => {
                             SalesforceResponse::Token(IssuedToken {
                                 token: AccessToken::new(TOKEN),
                                 expires_at: now(6 * 3600 * 1000),

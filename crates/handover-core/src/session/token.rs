@@ -25,12 +25,12 @@ impl Session {
         if renewal {
             self.token.renewing = true;
         }
-        self.call_salesforce(
-            out,
-            Pending::Mint { renewal, attempt },
-            None,
-            SalesforceRequest::MintToken(kind),
-        );
+        let request = if renewal {
+            SalesforceRequest::RenewToken(kind)
+        } else {
+            SalesforceRequest::MintToken(kind)
+        };
+        self.call_salesforce(out, Pending::Mint { renewal, attempt }, None, request);
     }
 
     /// The token to use for a call at `now`: `None` if there is none, if Salesforce refused

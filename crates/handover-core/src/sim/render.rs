@@ -217,6 +217,10 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                 SalesforceRequest::MintToken(MintKind::Verified(_)) => {
                     "mint-token verified".to_owned()
                 }
+                SalesforceRequest::RenewToken(MintKind::Guest) => "renew-token guest".to_owned(),
+                SalesforceRequest::RenewToken(MintKind::Verified(_)) => {
+                    "renew-token verified".to_owned()
+                }
                 SalesforceRequest::ContinueToken => "continuation-token".to_owned(),
                 SalesforceRequest::OpenStream { last_event_id } => format!(
                     "open-stream after {}",

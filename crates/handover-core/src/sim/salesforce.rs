@@ -38,8 +38,10 @@ impl Target {
     fn matches(self, request: &SalesforceRequest) -> bool {
         matches!(
             (self, request),
-            (Self::Mint, SalesforceRequest::MintToken(_))
-                | (Self::Continue, SalesforceRequest::ContinueToken)
+            (
+                Self::Mint,
+                SalesforceRequest::MintToken(_) | SalesforceRequest::RenewToken(_)
+            ) | (Self::Continue, SalesforceRequest::ContinueToken)
                 | (Self::Create, SalesforceRequest::CreateConversation { .. })
                 | (Self::Send, SalesforceRequest::SendMessage { .. })
                 | (Self::ListEntries, SalesforceRequest::ListEntries { .. })
@@ -298,7 +300,7 @@ impl FakeSalesforce {
     ) -> Option<Result<SalesforceResponse, CallFailure>> {
         let done = Some(Ok(SalesforceResponse::Done));
         match request {
-            SalesforceRequest::MintToken(kind) => {
+            SalesforceRequest::MintToken(kind) | SalesforceRequest::RenewToken(kind) => {
                 let subject = match kind {
                     MintKind::Verified(_) if self.identity_accepted => {
                         Subject::Verified("v2/iamessage/AUTH/keyset/uid:customer-1".to_owned())
@@ -499,6 +501,7 @@ impl FakeSalesforce {
                 Ok(SalesforceResponse::Done)
             }
             SalesforceRequest::MintToken(_)
+            | SalesforceRequest::RenewToken(_)
             | SalesforceRequest::ContinueToken
             | SalesforceRequest::OpenStream { .. }
             | SalesforceRequest::CloseStream => Err(CallFailure::Rejected {
