@@ -84,11 +84,6 @@ impl TokenPacer {
         }
     }
 
-    /// The time between two token requests.
-    pub fn interval(&self) -> Duration {
-        self.interval
-    }
-
     /// Waits for this request's turn: renewals in the order they came, then first tokens in
     /// the order they came (a first token that stood aside for a renewal queues again).
     pub async fn wait_turn(&self, turn: Turn) {
