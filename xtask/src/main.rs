@@ -7,6 +7,9 @@
 //!   no network in CI).
 //! - `chaos [--release] [harness options]`: builds the bridge, both sandboxes and the harness,
 //!   then runs `handover-harness chaos` (see `docs/reliability.md`).
+//! - `bench [harness options]`: builds the release bridge, both sandboxes and the harness,
+//!   then runs `handover-harness bench` (see `docs/benchmarks.md`); `--micro` runs the
+//!   criterion micro-benchmarks instead.
 //! - `fuzz [--seconds N] [TARGET…]`: runs the `cargo fuzz` targets of `crates/handover-fuzz`
 //!   for N seconds each (default 30), from the committed seeds plus what earlier runs found.
 
@@ -24,6 +27,7 @@ fn main() -> ExitCode {
         Some("deny") => deny(),
         Some("chaos") => chaos(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             print_help();
             Ok(())
@@ -47,6 +51,9 @@ fn print_help() {
          deny   cargo deny check against the bundled advisory database\n  \
          chaos  [--release] [--sessions N --messages M --minutes T --instances K --kills J --seed S]\n         \
          the bridge under faults and kill -9; fails unless nothing is lost, doubled or stuck\n  \
+         bench  [--sessions N --rate R --duration S --runs K --levels A,B --restart N --out FILE]\n         \
+         the release bridge beside a raw floor: latency, throughput, concurrency, restart\n  \
+         bench --micro  the criterion micro-benchmarks (core, SSE and entry decoding)\n  \
          fuzz   [--seconds N] [TARGET…]  the cargo-fuzz targets, N seconds each (default 30)"
     );
 }
@@ -148,6 +155,50 @@ fn chaos(args: &[String]) -> Result<(), String> {
         .arg(target.join("chaos"))
         .args(rest);
     run("handover-harness chaos", harness)
+}
+
+/// Builds the release binaries and runs the benchmark with the remaining arguments; the
+/// command line goes into the report. `--micro` runs the criterion benches instead.
+fn bench(args: &[String]) -> Result<(), String> {
+    if args.iter().any(|a| a == "--micro") {
+        let mut micro = cargo();
+        micro.args(["bench", "-p", "handover-core", "-p", "handover-salesforce"]);
+        return run("criterion micro-benchmarks", micro);
+    }
+    let mut build = cargo();
+    build.args([
+        "build",
+        "--release",
+        "-p",
+        "handover-app",
+        "-p",
+        "miaw-sandbox",
+        "-p",
+        "cognigy-sandbox",
+        "-p",
+        "handover-harness",
+    ]);
+    run("build the benchmark's release binaries", build)?;
+    let root = workspace_root();
+    let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
+    let bin_dir = target.join("release");
+    let mut command_line = String::from("cargo xtask bench");
+    for arg in args {
+        command_line.push(' ');
+        command_line.push_str(arg);
+    }
+    let mut harness = Command::new(bin_dir.join("handover-harness"));
+    harness
+        .current_dir(&root)
+        .arg("bench")
+        .arg("--bin-dir")
+        .arg(&bin_dir)
+        .arg("--work-dir")
+        .arg(target.join("bench"))
+        .arg("--command-line")
+        .arg(command_line)
+        .args(args);
+    run("handover-harness bench", harness)
 }
 
 /// The fuzz targets, in `crates/handover-fuzz/fuzz_targets/`.

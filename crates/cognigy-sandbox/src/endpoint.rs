@@ -15,7 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::flow;
-use crate::state::{Call, Shared, now_ms};
+use crate::state::{Call, Shared, now_ms, now_us};
 
 pub(crate) fn routes() -> Router<Arc<Shared>> {
     Router::new()
@@ -108,6 +108,7 @@ async fn receive(
     token: Option<String>,
     bytes: &[u8],
 ) -> Response {
+    let arrived_us = now_us();
     let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let (status, message) = check(shared, route, token.as_deref(), &body);
     let latency = shared.state().faults.latency_ms;
@@ -129,6 +130,7 @@ async fn receive(
             body: body.clone(),
             status: status.as_u16(),
             at_ms: now_ms(),
+            at_us: arrived_us,
         });
         if status == StatusCode::OK {
             match kind {

@@ -40,6 +40,8 @@ pub(crate) struct Call {
     pub(crate) status: u16,
     /// When, in Unix milliseconds.
     pub(crate) at_ms: u64,
+    /// When the body had arrived, in Unix microseconds (for benchmarks).
+    pub(crate) at_us: u64,
 }
 
 /// One thing the webchat shows.
@@ -171,4 +173,10 @@ pub(crate) fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }

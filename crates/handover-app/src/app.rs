@@ -215,6 +215,22 @@ impl App {
                 tracing::error!(%error, "the HTTP server stopped");
             }
         }));
+        // A fixed name means the leases under it are this instance's own, left by its
+        // previous run: take them back now rather than after they lapse.
+        if let Some(name) = &config.instance_id {
+            match store.release_leases_of(name).await {
+                Ok(0) => {}
+                Ok(freed) => {
+                    tracing::info!(
+                        freed,
+                        "took back the leases of this instance's previous run"
+                    );
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "could not free this instance's old leases; they lapse by themselves");
+                }
+            }
+        }
         tasks.push(runtime.spawn_scanner(lease_ttl / 2));
         if let Lists::Sql(sql) = &lists
             && sql.backend() == SqlBackend::Postgres

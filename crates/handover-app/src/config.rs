@@ -58,7 +58,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// `production` refuses to start without encryption keys; `demo` is forgiving.
     pub mode: Mode,
-    /// This instance's name in leases (defaults to a random one per start).
+    /// This instance's name in leases (defaults to a random one per start). A fixed name must
+    /// be unique among running instances; a restart under it takes its handovers back at once.
     pub instance_id: Option<String>,
     /// The store.
     pub store: StoreSection,

@@ -235,6 +235,13 @@ pub trait SessionStore: Send + Sync {
     /// Gives the lease up at once (graceful shutdown).
     async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError>;
 
+    /// Frees every lease held under `owner`, at once. An instance with a fixed name calls it
+    /// when it starts: the leases its previous run held (a crash, a `kill -9`) are its own,
+    /// so it takes its handovers back now instead of after they lapse. Every new holder still
+    /// gets a larger fencing token, so a stray process of the same name is fenced off. Returns
+    /// how many leases were freed.
+    async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError>;
+
     /// Handovers that have not finished, oldest first: what the instances share out.
     async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError>;
 

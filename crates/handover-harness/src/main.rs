@@ -4,7 +4,9 @@
 
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
+mod bench;
 mod chaos;
+mod floor;
 mod procs;
 
 use std::process::ExitCode;
@@ -23,6 +25,10 @@ enum Command {
     /// Handovers through real bridge processes under faults and kill -9; exits non-zero
     /// unless nothing was lost, doubled or stuck.
     Chaos(chaos::ChaosArgs),
+    /// The benchmark: relay latency beside a raw floor, throughput, concurrency, restart.
+    Bench(bench::BenchArgs),
+    /// The raw floor relay the benchmark compares against (started by `bench`).
+    Floor(floor::FloorArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Chaos(args) => chaos::chaos(args).await,
+            Command::Bench(args) => bench::bench(args).await,
+            Command::Floor(args) => floor::floor(args).await,
         }
     });
     match result {

@@ -126,6 +126,11 @@ impl Process {
         Ok(())
     }
 
+    /// The process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub(crate) fn running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
@@ -167,6 +172,36 @@ pub(crate) async fn cognigy_sandbox(binaries: &Binaries, dir: &Path) -> anyhow::
         &[],
         format!("http://127.0.0.1:{port}"),
         dir.join("cognigy-sandbox.log"),
+    )
+    .await
+}
+
+/// Starts the benchmark's raw floor relay (`handover-harness floor`, this same binary).
+pub(crate) async fn floor(
+    dir: &Path,
+    miaw_url: &str,
+    org_id: &str,
+    developer_name: &str,
+) -> anyhow::Result<Process> {
+    let port = free_port()?;
+    let program = std::env::current_exe().context("finding the harness binary")?;
+    Process::spawn(
+        "floor",
+        &program,
+        &[
+            "floor".to_owned(),
+            "--listen".to_owned(),
+            format!("127.0.0.1:{port}"),
+            "--miaw".to_owned(),
+            miaw_url.to_owned(),
+            "--org".to_owned(),
+            org_id.to_owned(),
+            "--deployment".to_owned(),
+            developer_name.to_owned(),
+        ],
+        &[],
+        format!("http://127.0.0.1:{port}"),
+        dir.join("floor.log"),
     )
     .await
 }

@@ -336,6 +336,19 @@ impl SessionStore for MemoryStore {
         Ok(())
     }
 
+    async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let mut freed = 0;
+        for row in state.rows.values_mut() {
+            if row.owner.as_deref() == Some(owner) {
+                row.owner = None;
+                row.expires_at = Timestamp::EPOCH;
+                freed += 1;
+            }
+        }
+        Ok(freed)
+    }
+
     async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError> {
         let state = self.state();
         let mut live: Vec<(u64, HandoverId)> = state

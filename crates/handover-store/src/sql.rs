@@ -717,6 +717,16 @@ impl SessionStore for SqlStore {
         Ok(())
     }
 
+    async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
+        let done =
+            sqlx::query("UPDATE handovers SET owner = NULL, lease_expires_at = 0 WHERE owner = $1")
+                .bind(owner)
+                .execute(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(done.rows_affected())
+    }
+
     async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError> {
         let rows = sqlx::query(
             "SELECT id FROM handovers WHERE finished_at IS NULL ORDER BY created_at, id",

@@ -323,6 +323,7 @@ conformance!(
     nothing_secret_is_stored_in_plain_text,
     keys_rotate_and_a_wrong_key_is_a_clear_error,
     leases_have_one_holder_and_fence_the_previous_one,
+    a_restarted_instance_frees_only_the_leases_under_its_own_name,
     ended_handovers_are_purged_after_retention,
     lists_filter_by_cognigy_session_and_liveness_newest_first,
 );
@@ -943,6 +944,57 @@ async fn keys_rotate_and_a_wrong_key_is_a_clear_error(fixture: Fixture) -> Fixtu
         }
         other => panic!("{other:?}"),
     }
+    fixture
+}
+
+async fn a_restarted_instance_frees_only_the_leases_under_its_own_name(
+    fixture: Fixture,
+) -> Fixture {
+    let opened = fixture.open(keys(&[("k1", 1)])).await.unwrap();
+    let store = opened.store();
+    let ttl = Duration::from_secs(30);
+    let mut held = Vec::new();
+    for owner in ["pod-0", "pod-0", "pod-1"] {
+        let (session, _, _) = started();
+        let id = session.handover_id();
+        store
+            .admit(
+                &RequestId::new(format!("r-{id}")).unwrap(),
+                &session,
+                &address(),
+                now(0),
+            )
+            .await
+            .unwrap();
+        let lease = store
+            .acquire_lease(id, owner, now(0), ttl)
+            .await
+            .unwrap()
+            .unwrap();
+        held.push((id, lease));
+    }
+    // pod-0 was killed and starts again under its name, well before its leases lapse.
+    assert_eq!(store.release_leases_of("pod-0").await.unwrap(), 2);
+    assert_eq!(store.release_leases_of("pod-0").await.unwrap(), 0);
+    for (id, old) in &held[..2] {
+        let back = store
+            .acquire_lease(*id, "pod-0", now(1_000), ttl)
+            .await
+            .unwrap()
+            .expect("its own handover, at once");
+        assert!(back.fencing > old.fencing, "the previous run is fenced off");
+        let stale = store.renew_lease(*id, old, now(1_001), ttl).await;
+        assert_eq!(stale.unwrap_err(), StoreError::Fenced);
+    }
+    // pod-1's lease is untouched.
+    let (other, _) = &held[2];
+    assert!(
+        store
+            .acquire_lease(*other, "pod-0", now(1_000), ttl)
+            .await
+            .unwrap()
+            .is_none()
+    );
     fixture
 }
 

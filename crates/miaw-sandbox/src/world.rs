@@ -4,6 +4,7 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
+use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
@@ -177,6 +178,36 @@ pub(crate) struct World {
     next_event: u64,
     next_record: u64,
     last_time: u64,
+    /// When things happened, for benchmarks (`GET /control/timings`).
+    timings: Vec<Timing>,
+    /// Event streams being served, by stream number (`GET /control/streams`).
+    streams: HashMap<u64, OpenStream>,
+    next_stream: u64,
+}
+
+/// One thing that happened, timed in Unix microseconds, for benchmarks: a conversation
+/// created, a user's text received, an agent's text posted.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct Timing {
+    /// `created`, `user` or `agent`.
+    pub(crate) kind: &'static str,
+    /// The conversation.
+    pub(crate) conversation: String,
+    /// The text of a message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) text: Option<String>,
+    /// When, in Unix microseconds.
+    pub(crate) at_us: u64,
+}
+
+/// An event stream being served.
+#[derive(Clone, Debug)]
+pub(crate) struct OpenStream {
+    /// Whose.
+    pub(crate) subject: String,
+    /// Since when, in Unix microseconds.
+    pub(crate) opened_us: u64,
 }
 
 /// A token response.
@@ -265,6 +296,13 @@ pub(crate) fn is_lowercase_uuid_v4(value: &str) -> bool {
 }
 
 /// Salesforce's answer to a conversation id that is not a lowercase UUID v4.
+/// The current time in Unix microseconds.
+pub(crate) fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
 pub(crate) const UUID_MESSAGE: &str = "Specify the conversationId in UUID format.";
 
 impl World {
@@ -297,6 +335,9 @@ impl World {
             next_event: 1,
             next_record: 1,
             last_time: 0,
+            timings: Vec::new(),
+            streams: HashMap::new(),
+            next_stream: 1,
         }
     }
 
@@ -560,6 +601,7 @@ impl World {
                 Some(position.saturating_mul(60)),
             )?;
         }
+        self.time("created", conversation_id, None);
         Ok(self.scripted_accept(conversation_id))
     }
 
@@ -868,6 +910,7 @@ impl World {
             }
         };
         self.append(now_ms, conversation_id, &user, entry, Vec::new());
+        self.time("user", conversation_id, Some(text.clone()));
         if previous_session == "Inactive" {
             // A customer message after Inactive moves the session to Waiting; it is routed again.
             self.set_session(now_ms, conversation_id, "Waiting", None);
@@ -1043,7 +1086,11 @@ impl World {
         let entry_id = random_uuid();
         let message_id = random_uuid();
         let entry = match content {
-            AgentContent::Text(text) => payload::text_message(&entry_id, &message_id, &text, None),
+            AgentContent::Text(text) => {
+                let entry = payload::text_message(&entry_id, &message_id, &text, None);
+                self.time("agent", conversation_id, Some(text));
+                entry
+            }
             AgentContent::Attachments { text, files } => {
                 let mut attachments = Vec::new();
                 for (name, mime_type, bytes) in files {
@@ -1342,6 +1389,47 @@ impl World {
     /// Every conversation, for the console and tests.
     pub(crate) fn conversations(&self) -> impl Iterator<Item = &Conversation> {
         self.conversations.values()
+    }
+
+    // ---- benchmark records -------------------------------------------------------------------
+
+    /// Records when something happened (see [`Timing`]).
+    fn time(&mut self, kind: &'static str, conversation: &str, text: Option<String>) {
+        self.timings.push(Timing {
+            kind,
+            conversation: conversation.to_owned(),
+            text,
+            at_us: now_us(),
+        });
+    }
+
+    /// The timings recorded from position `from` on.
+    pub(crate) fn timings(&self, from: usize) -> &[Timing] {
+        self.timings.get(from..).unwrap_or_default()
+    }
+
+    /// A stream of `subject` starts; its number, to pass to [`Self::stream_closed`].
+    pub(crate) fn stream_opened(&mut self, subject: &str) -> u64 {
+        let number = self.next_stream;
+        self.next_stream += 1;
+        self.streams.insert(
+            number,
+            OpenStream {
+                subject: subject.to_owned(),
+                opened_us: now_us(),
+            },
+        );
+        number
+    }
+
+    /// A stream ended.
+    pub(crate) fn stream_closed(&mut self, number: u64) {
+        self.streams.remove(&number);
+    }
+
+    /// The streams being served.
+    pub(crate) fn open_streams(&self) -> impl Iterator<Item = &OpenStream> {
+        self.streams.values()
     }
 
     // ---- events -----------------------------------------------------------------------------

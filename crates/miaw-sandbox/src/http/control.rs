@@ -1,10 +1,11 @@
 //! The control API (`/control/…`) that tests and the console use to play the agent, script
 //! agents, inject faults and expire tokens; and the console page itself.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::Path;
+use axum::extract::{Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -49,6 +50,8 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/control/faults/injected", get(injected))
         .route("/control/tokens/expire", post(expire_tokens))
         .route("/control/tokens", get(tokens))
+        .route("/control/timings", get(timings))
+        .route("/control/streams", get(streams))
 }
 
 async fn console() -> Response {
@@ -402,4 +405,47 @@ async fn expire_tokens(state: State, body: Option<StrictJson<Expire>>) -> Status
     let body = body.map(|b| b.0).unwrap_or_default();
     state.world().expire_tokens(body.subject.as_deref());
     StatusCode::NO_CONTENT
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TimingsQuery {
+    #[serde(default)]
+    from: usize,
+}
+
+/// When conversations were created and texts were received or posted, in Unix microseconds,
+/// from position `from` on: what a benchmark measures latency against.
+async fn timings(state: State, Query(query): Query<TimingsQuery>) -> axum::Json<Value> {
+    let world = state.world();
+    let timings = world.timings(query.from);
+    axum::Json(json!({ "timings": timings, "next": query.from + timings.len() }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct StreamsQuery {
+    #[serde(default)]
+    opened_after_us: u64,
+}
+
+/// The event streams being served: how many, for how many subjects, and how many subjects
+/// have one opened at or after `openedAfterUs` (a benchmark's restart moment).
+async fn streams(state: State, Query(query): Query<StreamsQuery>) -> axum::Json<Value> {
+    let world = state.world();
+    let mut subjects = HashSet::new();
+    let mut recent = HashSet::new();
+    let mut open = 0usize;
+    for stream in world.open_streams() {
+        open += 1;
+        subjects.insert(stream.subject.as_str());
+        if stream.opened_us >= query.opened_after_us {
+            recent.insert(stream.subject.as_str());
+        }
+    }
+    axum::Json(json!({
+        "open": open,
+        "subjects": subjects.len(),
+        "subjectsOpenedAfter": recent.len(),
+    }))
 }

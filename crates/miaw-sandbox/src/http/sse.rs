@@ -22,7 +22,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
 }
 
 async fn subscribe(state: State, headers: HeaderMap) -> Result<Response, ApiError> {
-    let (claims, grown) = {
+    let (claims, grown, number) = {
         let mut world = state.world();
         let claims = world.authorize(now_ms(), bearer(&headers))?;
         let org = headers
@@ -42,7 +42,8 @@ async fn subscribe(state: State, headers: HeaderMap) -> Result<Response, ApiErro
             ));
         }
         let grown = world.subscribe(&claims.sub);
-        (claims, grown)
+        let number = world.stream_opened(&claims.sub);
+        (claims, grown, number)
     };
     // An unknown or non-numeric id replays the whole log.
     let after = headers
@@ -59,6 +60,7 @@ async fn subscribe(state: State, headers: HeaderMap) -> Result<Response, ApiErro
         cursor: after,
         sender,
         expires,
+        number,
     };
     tokio::spawn(connection.run(grown));
     let body = Body::from_stream(futures_util::stream::unfold(
@@ -81,6 +83,14 @@ struct Connection {
     cursor: u64,
     sender: mpsc::Sender<Result<Bytes, Infallible>>,
     expires: Instant,
+    /// Its number in the world's list of open streams.
+    number: u64,
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.world().stream_closed(self.number);
+    }
 }
 
 enum Next {
