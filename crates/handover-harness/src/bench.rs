@@ -153,7 +153,8 @@ struct Phase {
     sent: usize,
     agent_to_user: Latency,
     user_to_agent: Latency,
-    /// Messages not seen at the other side within the drain time.
+    /// Messages not seen at the other side 30 s after the phase's last send (late, or lost:
+    /// the benchmark does not wait longer to tell which).
     lost: usize,
     /// API or control calls that failed.
     errors: usize,
@@ -540,7 +541,7 @@ impl Bench {
                 / sending.as_secs_f64().max(seconds),
         };
         eprintln!(
-            "bench: {tag} {} at {rate}/s: a→u p50 {} p99 {} | u→a p50 {} p99 {} µs | lost {} errors {} cpu {:.0}%",
+            "bench: {tag} {} at {rate}/s: a→u p50 {} p99 {} | u→a p50 {} p99 {} µs | unarrived {} errors {} cpu {:.0}%",
             target.name,
             phase.agent_to_user.p50,
             phase.agent_to_user.p99,
@@ -990,13 +991,13 @@ impl Report<'_> {
         writeln!(out)?;
         writeln!(
             out,
-            "Each run (p50 / p99 ms, bridge then floor; lost; bridge CPU):"
+            "Each run (p50 / p99 ms, bridge vs floor; \"unarrived\": not at the other side 30 s after the phase's last send):"
         )?;
         writeln!(out)?;
         for (i, (ours, theirs)) in self.runs.iter().enumerate() {
             writeln!(
                 out,
-                "- run {}: {} and {} messages; a→u {} / {} vs {} / {}; u→a {} / {} vs {} / {}; lost {} and {}; errors {} and {}; bridge CPU {:.0}%, floor CPU {:.0}%",
+                "- run {}: {} and {} messages; a→u {} / {} vs {} / {}; u→a {} / {} vs {} / {}; unarrived {} and {}; errors {} and {}; bridge CPU {:.0}%, floor CPU {:.0}%",
                 i + 1,
                 ours.sent,
                 theirs.sent,
@@ -1037,7 +1038,7 @@ impl Report<'_> {
             writeln!(out)?;
             writeln!(
                 out,
-                "| asked msg/s | achieved msg/s | a→u p50 | a→u p99 | u→a p50 | u→a p99 | lost | bridge CPU |"
+                "| asked msg/s | achieved msg/s | a→u p50 | a→u p99 | u→a p50 | u→a p99 | unarrived after 30 s | bridge CPU |"
             )?;
             writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|")?;
             for p in &self.throughput {
@@ -1076,7 +1077,7 @@ impl Report<'_> {
         writeln!(out)?;
         writeln!(
             out,
-            "| handovers | bridge RSS | RSS per handover | CPU idle | CPU at {} msg/s | a→u p50 / p99 | u→a p50 / p99 | start p50 / p99 | lost |",
+            "| handovers | bridge RSS | RSS per handover | CPU idle | CPU at {} msg/s | a→u p50 / p99 | u→a p50 / p99 | start p50 / p99 | unarrived after 30 s |",
             a.rate
         )?;
         writeln!(out, "|---:|---:|---:|---:|---:|---:|---:|---:|---:|")?;
@@ -1115,7 +1116,7 @@ impl Report<'_> {
             writeln!(out)?;
             writeln!(
                 out,
-                "| ready (/readyz) | every stream resumed | token re-mints | after: a→u p99 | after: u→a p99 | after: lost |"
+                "| ready (/readyz) | every stream resumed | token re-mints | after: a→u p99 | after: u→a p99 | after: unarrived |"
             )?;
             writeln!(out, "|---:|---:|---:|---:|---:|---:|")?;
             writeln!(
