@@ -121,27 +121,26 @@ fn ci() -> Result<(), String> {
     deny()
 }
 
+/// `cargo build` of what the harness starts: the bridge, both sandboxes, the harness itself.
+fn build_harness_binaries(release: bool) -> Command {
+    let mut build = cargo();
+    build.args(["build", "-p", "handover-app", "-p", "miaw-sandbox"]);
+    build.args(["-p", "cognigy-sandbox", "-p", "handover-harness"]);
+    if release {
+        build.arg("--release");
+    }
+    build
+}
+
 /// Builds what the chaos run starts (debug by default, which is what the tests built already),
 /// then runs it with the remaining arguments.
 fn chaos(args: &[String]) -> Result<(), String> {
     let release = args.iter().any(|a| a == "--release");
     let rest: Vec<&String> = args.iter().filter(|a| *a != "--release").collect();
-    let mut build = cargo();
-    build.args([
-        "build",
-        "-p",
-        "handover-app",
-        "-p",
-        "miaw-sandbox",
-        "-p",
-        "cognigy-sandbox",
-        "-p",
-        "handover-harness",
-    ]);
-    if release {
-        build.arg("--release");
-    }
-    run("build the chaos run's binaries", build)?;
+    run(
+        "build the chaos run's binaries",
+        build_harness_binaries(release),
+    )?;
     let root = workspace_root();
     let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin_dir = target.join(if release { "release" } else { "debug" });
@@ -165,20 +164,10 @@ fn bench(args: &[String]) -> Result<(), String> {
         micro.args(["bench", "-p", "handover-core", "-p", "handover-salesforce"]);
         return run("criterion micro-benchmarks", micro);
     }
-    let mut build = cargo();
-    build.args([
-        "build",
-        "--release",
-        "-p",
-        "handover-app",
-        "-p",
-        "miaw-sandbox",
-        "-p",
-        "cognigy-sandbox",
-        "-p",
-        "handover-harness",
-    ]);
-    run("build the benchmark's release binaries", build)?;
+    run(
+        "build the benchmark's release binaries",
+        build_harness_binaries(true),
+    )?;
     let root = workspace_root();
     let target = env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from);
     let bin_dir = target.join("release");

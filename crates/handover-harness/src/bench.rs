@@ -637,13 +637,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
          [deployments.scripted_agent]\nname = \"Bench Agent\"\naccept_after_ms = 0\n\
          reply_after_ms = 0\nreply_template = \"r:{{text}}\"\n"
     );
-    let mut miaw = procs::miaw_sandbox(&binaries, &args.work_dir, &miaw_config).await?;
-    miaw.wait_ready(&http, "/control/deployments", Duration::from_secs(20))
-        .await?;
-    let mut cognigy = procs::cognigy_sandbox(&binaries, &args.work_dir).await?;
-    cognigy
-        .wait_ready(&http, "/control/faults", Duration::from_secs(20))
-        .await?;
+    let (miaw, cognigy) = procs::sandboxes(&binaries, &args.work_dir, &miaw_config, &http).await?;
     let mut key = [0u8; 32];
     fastrand::fill(&mut key);
     let settings = BridgeSettings {

@@ -756,13 +756,8 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
          [[identity_keys]]\nkty = \"oct\"\nkid = \"{IDENTITY_KID}\"\nk = \"{}\"\n",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(&identity_secret)
     );
-    let mut miaw = procs::miaw_sandbox(&binaries, &args.work_dir, &miaw_config).await?;
-    miaw.wait_ready(&http, "/control/deployments", Duration::from_secs(20))
-        .await?;
-    let mut cognigy = procs::cognigy_sandbox(&binaries, &args.work_dir).await?;
-    cognigy
-        .wait_ready(&http, "/control/faults", Duration::from_secs(20))
-        .await?;
+    let (mut miaw, mut cognigy) =
+        procs::sandboxes(&binaries, &args.work_dir, &miaw_config, &http).await?;
 
     let database = if args.instances > 1 {
         let url = args.database_url.clone().context(

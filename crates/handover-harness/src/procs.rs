@@ -138,11 +138,7 @@ impl Process {
 }
 
 /// Starts `miaw-sandbox` with the TOML `config`.
-pub(crate) async fn miaw_sandbox(
-    binaries: &Binaries,
-    dir: &Path,
-    config: &str,
-) -> anyhow::Result<Process> {
+async fn miaw_sandbox(binaries: &Binaries, dir: &Path, config: &str) -> anyhow::Result<Process> {
     let port = free_port()?;
     let config_path = dir.join("miaw-sandbox.toml");
     std::fs::write(&config_path, config)?;
@@ -163,7 +159,7 @@ pub(crate) async fn miaw_sandbox(
 }
 
 /// Starts `cognigy-sandbox`.
-pub(crate) async fn cognigy_sandbox(binaries: &Binaries, dir: &Path) -> anyhow::Result<Process> {
+async fn cognigy_sandbox(binaries: &Binaries, dir: &Path) -> anyhow::Result<Process> {
     let port = free_port()?;
     Process::spawn(
         "cognigy-sandbox",
@@ -174,6 +170,24 @@ pub(crate) async fn cognigy_sandbox(binaries: &Binaries, dir: &Path) -> anyhow::
         dir.join("cognigy-sandbox.log"),
     )
     .await
+}
+
+/// Starts both sandboxes (`miaw-sandbox` with the TOML `miaw_config`) and waits until each
+/// answers.
+pub(crate) async fn sandboxes(
+    binaries: &Binaries,
+    dir: &Path,
+    miaw_config: &str,
+    http: &reqwest::Client,
+) -> anyhow::Result<(Process, Process)> {
+    let mut miaw = miaw_sandbox(binaries, dir, miaw_config).await?;
+    miaw.wait_ready(http, "/control/deployments", Duration::from_secs(20))
+        .await?;
+    let mut cognigy = cognigy_sandbox(binaries, dir).await?;
+    cognigy
+        .wait_ready(http, "/control/faults", Duration::from_secs(20))
+        .await?;
+    Ok((miaw, cognigy))
 }
 
 /// Starts the benchmark's raw floor relay (`handover-harness floor`, this same binary).
