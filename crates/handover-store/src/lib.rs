@@ -20,6 +20,7 @@ mod codec;
 mod crypto;
 mod memory;
 mod sql;
+mod writer;
 
 use handover_core::ports::BotAddress;
 use handover_core::{CallId, Command, HandoverId, Outcome, Phase, SalesforceRequest, Session};

@@ -5,6 +5,10 @@
 //! lease lives in that row, so a takeover and a stale holder's write serialize on the same
 //! row lock (PostgreSQL) or the database lock (SQLite). On PostgreSQL, an appended input is
 //! announced with `NOTIFY handover_inbox` so the lease holder wakes at once.
+//!
+//! Every write is a job for [`SqlStore::write`]: on PostgreSQL its own transaction on the pool;
+//! on SQLite a job for the one writer, which commits the jobs queued together in one
+//! transaction (see [`crate::writer`]). Reads use the pool on both.
 
 use std::borrow::Cow;
 use std::str::FromStr;
@@ -19,10 +23,11 @@ use handover_core::{
 };
 use sqlx::any::{AnyPoolOptions, AnyRow};
 use sqlx::migrate::{Migration, MigrationType, Migrator};
-use sqlx::{AnyPool, Row};
+use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::codec::{Codec, Kind};
 use crate::crypto::Keyring;
+use crate::writer::{ConnFuture, Writer};
 use crate::{Summary, SummaryFilter, call_of, gate_key};
 
 /// Which database.
@@ -57,7 +62,10 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
 /// A store on SQLite or PostgreSQL.
 #[derive(Clone)]
 pub struct SqlStore {
+    /// Reads on both backends; writes on PostgreSQL.
     pool: AnyPool,
+    /// SQLite's one writing connection, with group commit.
+    writer: Option<Writer>,
     backend: SqlBackend,
     url: String,
     codec: Codec,
@@ -128,14 +136,44 @@ impl SqlStore {
                 .await
                 .map_err(unavailable)?;
         }
-        let store = Self {
+        let mut store = Self {
             pool,
+            writer: None,
             backend,
             url: url.to_owned(),
             codec: Codec::new(keys),
         };
         store.migrate().await?;
+        if backend == SqlBackend::Sqlite {
+            let writing = AnyPoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(Duration::from_secs(10))
+                .connect(&connect_url)
+                .await
+                .map_err(unavailable)?;
+            store.writer = Some(Writer::start(writing));
+        }
         Ok(store)
+    }
+
+    /// Runs `work` as one atomic write: an `Err` from it rolls its statements back. On
+    /// PostgreSQL it is a transaction on the pool; on SQLite it joins the writer's next batch.
+    async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: for<'c> FnOnce(&'c mut AnyConnection) -> ConnFuture<'c, Result<T, StoreError>>
+            + Send
+            + 'static,
+    {
+        if let Some(writer) = &self.writer {
+            return writer.write(work).await;
+        }
+        let mut tx = self.pool.begin().await.map_err(unavailable)?;
+        let result = work(&mut tx).await;
+        if result.is_ok() {
+            tx.commit().await.map_err(unavailable)?;
+        }
+        result
     }
 
     /// Which database this is.
@@ -172,14 +210,6 @@ impl SqlStore {
             .map_err(|error| StoreError::Unavailable(format!("migrating the database: {error}")))
     }
 
-    /// ` FOR UPDATE` where row locks exist.
-    fn for_update(&self) -> &'static str {
-        match self.backend {
-            SqlBackend::Sqlite => "",
-            SqlBackend::Postgres => " FOR UPDATE",
-        }
-    }
-
     /// Books the next free slot of `key`, at least `interval` after the slot booked before it
     /// by any instance, and returns how long to wait for it (zero if the key was idle). One
     /// row per key, updated in one statement, so concurrent bookings serialize on its lock.
@@ -213,19 +243,26 @@ impl SqlStore {
                     .map_or(0, |since| {
                         i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4)
                     });
-                let row = sqlx::query(
-                    "INSERT INTO pacing (key, next_at) VALUES ($1, $2) \
-                     ON CONFLICT (key) DO UPDATE \
-                     SET next_at = MAX(pacing.next_at + $3, excluded.next_at) \
-                     RETURNING next_at",
-                )
-                .bind(key)
-                .bind(now + interval)
-                .bind(interval)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(unavailable)?;
-                let next_at: i64 = row.try_get("next_at").map_err(unavailable)?;
+                let key = key.to_owned();
+                let next_at: i64 = self
+                    .write(move |conn| {
+                        Box::pin(async move {
+                            let row = sqlx::query(
+                                "INSERT INTO pacing (key, next_at) VALUES ($1, $2) \
+                                 ON CONFLICT (key) DO UPDATE \
+                                 SET next_at = MAX(pacing.next_at + $3, excluded.next_at) \
+                                 RETURNING next_at",
+                            )
+                            .bind(key)
+                            .bind(now + interval)
+                            .bind(interval)
+                            .fetch_one(&mut *conn)
+                            .await
+                            .map_err(unavailable)?;
+                            row.try_get("next_at").map_err(unavailable)
+                        })
+                    })
+                    .await?;
                 next_at - interval - now
             }
         };
@@ -303,80 +340,84 @@ impl SqlStore {
         listener.listen(INBOX_CHANNEL).await.map_err(unavailable)?;
         Ok(Some(InboxListener { listener }))
     }
+}
 
-    async fn gate(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        key: &(String, String),
-    ) -> Result<StartGate, StoreError> {
-        let empty = serde_json::to_string(&StartGate::default())
-            .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
-        sqlx::query("INSERT INTO gates (user_id, session_id, gate) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-            .bind(&key.0)
-            .bind(&key.1)
-            .bind(empty)
-            .execute(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-        let row = sqlx::query(&format!(
-            "SELECT gate FROM gates WHERE user_id = $1 AND session_id = $2{}",
-            self.for_update()
-        ))
+/// The start gate of a Cognigy session, created empty if missing, locked for the rest of the
+/// transaction on PostgreSQL.
+async fn gate(
+    conn: &mut AnyConnection,
+    backend: SqlBackend,
+    key: &(String, String),
+) -> Result<StartGate, StoreError> {
+    let empty = serde_json::to_string(&StartGate::default())
+        .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
+    sqlx::query("INSERT INTO gates (user_id, session_id, gate) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
         .bind(&key.0)
         .bind(&key.1)
-        .fetch_one(&mut **tx)
+        .bind(empty)
+        .execute(&mut *conn)
         .await
         .map_err(unavailable)?;
-        let text: String = row.try_get("gate").map_err(unavailable)?;
-        serde_json::from_str(&text).map_err(|_| {
-            StoreError::Corrupt("a start gate is not readable by this version".to_owned())
-        })
-    }
+    let for_update = match backend {
+        SqlBackend::Sqlite => "",
+        SqlBackend::Postgres => " FOR UPDATE",
+    };
+    let row = sqlx::query(&format!(
+        "SELECT gate FROM gates WHERE user_id = $1 AND session_id = $2{for_update}"
+    ))
+    .bind(&key.0)
+    .bind(&key.1)
+    .fetch_one(&mut *conn)
+    .await
+    .map_err(unavailable)?;
+    let text: String = row.try_get("gate").map_err(unavailable)?;
+    serde_json::from_str(&text)
+        .map_err(|_| StoreError::Corrupt("a start gate is not readable by this version".to_owned()))
+}
 
-    async fn save_gate(
-        &self,
-        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        key: &(String, String),
-        gate: &StartGate,
-    ) -> Result<(), StoreError> {
-        let text = serde_json::to_string(gate)
-            .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
-        sqlx::query("UPDATE gates SET gate = $1 WHERE user_id = $2 AND session_id = $3")
-            .bind(text)
-            .bind(&key.0)
-            .bind(&key.1)
-            .execute(&mut **tx)
-            .await
-            .map_err(unavailable)?;
-        Ok(())
-    }
+async fn save_gate(
+    conn: &mut AnyConnection,
+    key: &(String, String),
+    gate: &StartGate,
+) -> Result<(), StoreError> {
+    let text = serde_json::to_string(gate)
+        .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
+    sqlx::query("UPDATE gates SET gate = $1 WHERE user_id = $2 AND session_id = $3")
+        .bind(text)
+        .bind(&key.0)
+        .bind(&key.1)
+        .execute(&mut *conn)
+        .await
+        .map_err(unavailable)?;
+    Ok(())
+}
 
-    /// Why a conditional update of a handover's row touched nothing.
-    async fn refusal(
-        &self,
-        id: HandoverId,
-        expected: Version,
-        fencing: FencingToken,
-    ) -> StoreError {
-        let row = sqlx::query("SELECT version, fencing FROM handovers WHERE id = $1")
-            .bind(id.to_string())
-            .fetch_optional(&self.pool)
-            .await;
-        match row {
-            Ok(None) => StoreError::NotFound(id),
-            Ok(Some(row)) => {
-                let version: i64 = row.try_get("version").unwrap_or_default();
-                let stored: i64 = row.try_get("fencing").unwrap_or_default();
-                if uint(stored) != fencing.0 {
-                    StoreError::Fenced
-                } else {
-                    StoreError::Conflict {
-                        stored: Version(uint(version).max(expected.0)),
-                    }
+/// Why a conditional update of a handover's row touched nothing, read in the same
+/// transaction.
+async fn refusal(
+    conn: &mut AnyConnection,
+    id: HandoverId,
+    expected: Version,
+    fencing: FencingToken,
+) -> StoreError {
+    let row = sqlx::query("SELECT version, fencing FROM handovers WHERE id = $1")
+        .bind(id.to_string())
+        .fetch_optional(&mut *conn)
+        .await;
+    match row {
+        Ok(None) => StoreError::NotFound(id),
+        Ok(Some(row)) => {
+            let version: i64 = row.try_get("version").unwrap_or_default();
+            let stored: i64 = row.try_get("fencing").unwrap_or_default();
+            if uint(stored) != fencing.0 {
+                StoreError::Fenced
+            } else {
+                StoreError::Conflict {
+                    stored: Version(uint(version).max(expected.0)),
                 }
             }
-            Err(error) => unavailable(error),
         }
+        Err(error) => unavailable(error),
     }
 }
 
@@ -412,46 +453,53 @@ impl SessionStore for SqlStore {
         let sealed_session = self.codec.seal(id, Kind::Session, session)?;
         let sealed_address = self.codec.seal(id, Kind::Address, address)?;
         let key = gate_key(address);
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let mut gate = self.gate(&mut tx, &key).await?;
-        if let Some(live) = gate.live() {
-            let row = sqlx::query("SELECT ended_at FROM handovers WHERE id = $1")
-                .bind(live.to_string())
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-            let ended = match row {
-                None => true,
-                Some(row) => row
-                    .try_get::<Option<i64>, _>("ended_at")
-                    .map_err(unavailable)?
-                    .is_some(),
-            };
-            if ended {
-                gate.ended(live);
-            }
-        }
-        let admission = gate.admit(request.clone(), id);
-        if admission == Admission::Started(id) {
-            sqlx::query(
-                "INSERT INTO handovers (id, user_id, session_id, session, address, version, created_at, ended_at, finished_at) \
-                 VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
-            )
-            .bind(id.to_string())
-            .bind(&address.user_id)
-            .bind(&address.session_id)
-            .bind(sealed_session)
-            .bind(sealed_address)
-            .bind(millis(now))
-            .bind((session.phase() == Phase::Ended).then_some(millis(now)))
-            .bind(session.is_finished().then_some(millis(now)))
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        self.save_gate(&mut tx, &key, &gate).await?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(admission)
+        let request = request.clone();
+        let backend = self.backend;
+        let ended_at = (session.phase() == Phase::Ended).then_some(millis(now));
+        let finished_at = session.is_finished().then_some(millis(now));
+        self.write(move |conn| {
+            Box::pin(async move {
+                let mut gate = gate(conn, backend, &key).await?;
+                if let Some(live) = gate.live() {
+                    let row = sqlx::query("SELECT ended_at FROM handovers WHERE id = $1")
+                        .bind(live.to_string())
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                    let ended = match row {
+                        None => true,
+                        Some(row) => row
+                            .try_get::<Option<i64>, _>("ended_at")
+                            .map_err(unavailable)?
+                            .is_some(),
+                    };
+                    if ended {
+                        gate.ended(live);
+                    }
+                }
+                let admission = gate.admit(request, id);
+                if admission == Admission::Started(id) {
+                    sqlx::query(
+                        "INSERT INTO handovers (id, user_id, session_id, session, address, version, created_at, ended_at, finished_at) \
+                         VALUES ($1, $2, $3, $4, $5, 1, $6, $7, $8)",
+                    )
+                    .bind(id.to_string())
+                    .bind(&key.0)
+                    .bind(&key.1)
+                    .bind(sealed_session)
+                    .bind(sealed_address)
+                    .bind(millis(now))
+                    .bind(ended_at)
+                    .bind(finished_at)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                save_gate(conn, &key, &gate).await?;
+                Ok(admission)
+            })
+        })
+        .await
     }
 
     async fn load(&self, id: HandoverId) -> Result<Option<StoredHandover>, StoreError> {
@@ -480,83 +528,98 @@ impl SessionStore for SqlStore {
         let mut commands = Vec::new();
         for command in commit.outbox {
             if let Some(call) = call_of(command) {
-                commands.push((call, self.codec.seal(id, Kind::Command, command)?));
+                commands.push((int(call.as_raw()), self.codec.seal(id, Kind::Command, command)?));
             }
         }
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let updated = sqlx::query(
-            "UPDATE handovers SET session = $1, version = version + 1 \
-             WHERE id = $2 AND version = $3 AND fencing = $4",
-        )
-        .bind(sealed)
-        .bind(&key)
-        .bind(int(commit.expected.0))
-        .bind(int(commit.fencing.0))
-        .execute(&mut *tx)
-        .await
-        .map_err(unavailable)?;
-        if updated.rows_affected() != 1 {
-            drop(tx);
-            return Err(self.refusal(id, commit.expected, commit.fencing).await);
-        }
-        for (call, sealed) in commands {
-            sqlx::query("INSERT INTO outbox (handover_id, call_id, command) VALUES ($1, $2, $3)")
-                .bind(&key)
-                .bind(int(call.as_raw()))
+        let done: Vec<i64> = commit.done.iter().map(|call| int(call.as_raw())).collect();
+        let Commit {
+            expected,
+            fencing,
+            inbox_through,
+            now,
+            ..
+        } = commit;
+        let finished = commit.session.is_finished();
+        let ended = commit.session.phase() == Phase::Ended;
+        let backend = self.backend;
+        self.write(move |conn| {
+            Box::pin(async move {
+                let updated = sqlx::query(
+                    "UPDATE handovers SET session = $1, version = version + 1 \
+                     WHERE id = $2 AND version = $3 AND fencing = $4",
+                )
                 .bind(sealed)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        // After the inserts: a command can be produced and done within one commit.
-        for call in commit.done {
-            sqlx::query("DELETE FROM outbox WHERE handover_id = $1 AND call_id = $2")
                 .bind(&key)
-                .bind(int(call.as_raw()))
-                .execute(&mut *tx)
+                .bind(int(expected.0))
+                .bind(int(fencing.0))
+                .execute(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-        }
-        if let Some(through) = commit.inbox_through {
-            sqlx::query("DELETE FROM inbox WHERE handover_id = $1 AND seq <= $2")
-                .bind(&key)
-                .bind(int(through))
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        if commit.session.is_finished() {
-            sqlx::query(
-                "UPDATE handovers SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL",
-            )
-            .bind(millis(commit.now))
-            .bind(&key)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        }
-        if commit.session.phase() == Phase::Ended {
-            let ended = sqlx::query(
-                "UPDATE handovers SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL \
-                 RETURNING user_id, session_id",
-            )
-            .bind(millis(commit.now))
-            .bind(&key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-            if let Some(row) = ended {
-                let gate_key: (String, String) = (
-                    row.try_get("user_id").map_err(unavailable)?,
-                    row.try_get("session_id").map_err(unavailable)?,
-                );
-                let mut gate = self.gate(&mut tx, &gate_key).await?;
-                gate.ended(id);
-                self.save_gate(&mut tx, &gate_key, &gate).await?;
-            }
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(Version(commit.expected.0 + 1))
+                if updated.rows_affected() != 1 {
+                    return Err(refusal(conn, id, expected, fencing).await);
+                }
+                for (call, sealed) in commands {
+                    sqlx::query(
+                        "INSERT INTO outbox (handover_id, call_id, command) VALUES ($1, $2, $3)",
+                    )
+                    .bind(&key)
+                    .bind(call)
+                    .bind(sealed)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                // After the inserts: a command can be produced and done within one commit.
+                for call in done {
+                    sqlx::query("DELETE FROM outbox WHERE handover_id = $1 AND call_id = $2")
+                        .bind(&key)
+                        .bind(call)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                if let Some(through) = inbox_through {
+                    sqlx::query("DELETE FROM inbox WHERE handover_id = $1 AND seq <= $2")
+                        .bind(&key)
+                        .bind(int(through))
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                if finished {
+                    sqlx::query(
+                        "UPDATE handovers SET finished_at = $1 WHERE id = $2 AND finished_at IS NULL",
+                    )
+                    .bind(millis(now))
+                    .bind(&key)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                }
+                if ended {
+                    let row = sqlx::query(
+                        "UPDATE handovers SET ended_at = $1 WHERE id = $2 AND ended_at IS NULL \
+                         RETURNING user_id, session_id",
+                    )
+                    .bind(millis(now))
+                    .bind(&key)
+                    .fetch_optional(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                    if let Some(row) = row {
+                        let gate_key: (String, String) = (
+                            row.try_get("user_id").map_err(unavailable)?,
+                            row.try_get("session_id").map_err(unavailable)?,
+                        );
+                        let mut gate = gate(conn, backend, &gate_key).await?;
+                        gate.ended(id);
+                        save_gate(conn, &gate_key, &gate).await?;
+                    }
+                }
+                Ok(Version(expected.0 + 1))
+            })
+        })
+        .await
     }
 
     async fn pending_commands(&self, id: HandoverId) -> Result<Vec<Command>, StoreError> {
@@ -577,46 +640,49 @@ impl SessionStore for SqlStore {
     async fn append_input(&self, id: HandoverId, input: &Input) -> Result<u64, StoreError> {
         let key = id.to_string();
         let sealed = self.codec.seal(id, Kind::Input, input)?;
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
-        let row = sqlx::query(
-            "UPDATE handovers SET inbox_next = inbox_next + 1 \
-             WHERE id = $1 AND ended_at IS NULL RETURNING inbox_next",
-        )
-        .bind(&key)
-        .fetch_optional(&mut *tx)
+        let backend = self.backend;
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "UPDATE handovers SET inbox_next = inbox_next + 1 \
+                     WHERE id = $1 AND ended_at IS NULL RETURNING inbox_next",
+                )
+                .bind(&key)
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                let Some(row) = row else {
+                    let exists = sqlx::query("SELECT 1 FROM handovers WHERE id = $1")
+                        .bind(&key)
+                        .fetch_optional(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                    return Err(if exists.is_some() {
+                        StoreError::Ended(id)
+                    } else {
+                        StoreError::NotFound(id)
+                    });
+                };
+                let seq: i64 = row.try_get("inbox_next").map_err(unavailable)?;
+                sqlx::query("INSERT INTO inbox (handover_id, seq, input) VALUES ($1, $2, $3)")
+                    .bind(&key)
+                    .bind(seq)
+                    .bind(sealed)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?;
+                if backend == SqlBackend::Postgres {
+                    sqlx::query("SELECT pg_notify($1, $2)")
+                        .bind(INBOX_CHANNEL)
+                        .bind(&key)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                Ok(uint(seq))
+            })
+        })
         .await
-        .map_err(unavailable)?;
-        let Some(row) = row else {
-            drop(tx);
-            let exists = sqlx::query("SELECT 1 FROM handovers WHERE id = $1")
-                .bind(&key)
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(unavailable)?;
-            return Err(if exists.is_some() {
-                StoreError::Ended(id)
-            } else {
-                StoreError::NotFound(id)
-            });
-        };
-        let seq: i64 = row.try_get("inbox_next").map_err(unavailable)?;
-        sqlx::query("INSERT INTO inbox (handover_id, seq, input) VALUES ($1, $2, $3)")
-            .bind(&key)
-            .bind(seq)
-            .bind(sealed)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?;
-        if self.backend == SqlBackend::Postgres {
-            sqlx::query("SELECT pg_notify($1, $2)")
-                .bind(INBOX_CHANNEL)
-                .bind(&key)
-                .execute(&mut *tx)
-                .await
-                .map_err(unavailable)?;
-        }
-        tx.commit().await.map_err(unavailable)?;
-        Ok(uint(seq))
     }
 
     async fn pending_inputs(&self, id: HandoverId) -> Result<Vec<(u64, Input)>, StoreError> {
@@ -642,30 +708,31 @@ impl SessionStore for SqlStore {
         ttl: Duration,
     ) -> Result<Option<Lease>, StoreError> {
         let expires_at = now + ttl;
-        let row = sqlx::query(
-            "UPDATE handovers SET owner = $1, fencing = fencing + 1, lease_expires_at = $2 \
-             WHERE id = $3 AND (owner IS NULL OR lease_expires_at <= $4) RETURNING fencing",
-        )
-        .bind(owner)
-        .bind(millis(expires_at))
-        .bind(id.to_string())
-        .bind(millis(now))
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        match row {
-            Some(row) => {
-                let fencing: i64 = row.try_get("fencing").map_err(unavailable)?;
-                Ok(Some(Lease {
-                    owner: owner.to_owned(),
-                    fencing: FencingToken(uint(fencing)),
-                    expires_at,
-                }))
-            }
-            None => {
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let row = sqlx::query(
+                    "UPDATE handovers SET owner = $1, fencing = fencing + 1, lease_expires_at = $2 \
+                     WHERE id = $3 AND (owner IS NULL OR lease_expires_at <= $4) RETURNING fencing",
+                )
+                .bind(&owner)
+                .bind(millis(expires_at))
+                .bind(id.to_string())
+                .bind(millis(now))
+                .fetch_optional(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                if let Some(row) = row {
+                    let fencing: i64 = row.try_get("fencing").map_err(unavailable)?;
+                    return Ok(Some(Lease {
+                        owner,
+                        fencing: FencingToken(uint(fencing)),
+                        expires_at,
+                    }));
+                }
                 let exists = sqlx::query("SELECT 1 FROM handovers WHERE id = $1")
                     .bind(id.to_string())
-                    .fetch_optional(&self.pool)
+                    .fetch_optional(&mut *conn)
                     .await
                     .map_err(unavailable)?;
                 if exists.is_some() {
@@ -673,8 +740,9 @@ impl SessionStore for SqlStore {
                 } else {
                     Err(StoreError::NotFound(id))
                 }
-            }
-        }
+            })
+        })
+        .await
     }
 
     async fn renew_lease(
@@ -685,46 +753,67 @@ impl SessionStore for SqlStore {
         ttl: Duration,
     ) -> Result<Lease, StoreError> {
         let expires_at = now + ttl;
-        let updated = sqlx::query(
-            "UPDATE handovers SET lease_expires_at = $1 WHERE id = $2 AND owner = $3 AND fencing = $4",
-        )
-        .bind(millis(expires_at))
-        .bind(id.to_string())
-        .bind(&lease.owner)
-        .bind(int(lease.fencing.0))
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
-        if updated.rows_affected() == 1 {
-            Ok(Lease {
-                expires_at,
-                ..lease.clone()
+        let renewed = Lease {
+            expires_at,
+            ..lease.clone()
+        };
+        self.write(move |conn| {
+            Box::pin(async move {
+                let updated = sqlx::query(
+                    "UPDATE handovers SET lease_expires_at = $1 \
+                     WHERE id = $2 AND owner = $3 AND fencing = $4",
+                )
+                .bind(millis(expires_at))
+                .bind(id.to_string())
+                .bind(&renewed.owner)
+                .bind(int(renewed.fencing.0))
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                if updated.rows_affected() == 1 {
+                    Ok(renewed)
+                } else {
+                    Err(StoreError::Fenced)
+                }
             })
-        } else {
-            Err(StoreError::Fenced)
-        }
+        })
+        .await
     }
 
     async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError> {
-        sqlx::query(
-            "UPDATE handovers SET owner = NULL, lease_expires_at = 0 WHERE id = $1 AND fencing = $2",
-        )
-        .bind(id.to_string())
-        .bind(int(lease.fencing.0))
-        .execute(&self.pool)
+        let fencing = int(lease.fencing.0);
+        self.write(move |conn| {
+            Box::pin(async move {
+                sqlx::query(
+                    "UPDATE handovers SET owner = NULL, lease_expires_at = 0 \
+                     WHERE id = $1 AND fencing = $2",
+                )
+                .bind(id.to_string())
+                .bind(fencing)
+                .execute(&mut *conn)
+                .await
+                .map_err(unavailable)?;
+                Ok(())
+            })
+        })
         .await
-        .map_err(unavailable)?;
-        Ok(())
     }
 
     async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
-        let done =
-            sqlx::query("UPDATE handovers SET owner = NULL, lease_expires_at = 0 WHERE owner = $1")
+        let owner = owner.to_owned();
+        self.write(move |conn| {
+            Box::pin(async move {
+                let done = sqlx::query(
+                    "UPDATE handovers SET owner = NULL, lease_expires_at = 0 WHERE owner = $1",
+                )
                 .bind(owner)
-                .execute(&self.pool)
+                .execute(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-        Ok(done.rows_affected())
+                Ok(done.rows_affected())
+            })
+        })
+        .await
     }
 
     async fn live_handovers(&self) -> Result<Vec<HandoverId>, StoreError> {
@@ -738,34 +827,37 @@ impl SessionStore for SqlStore {
     }
 
     async fn purge_ended(&self, before: Timestamp) -> Result<u64, StoreError> {
-        let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let cutoff = millis(before);
-        for statement in [
-            "DELETE FROM outbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
-            "DELETE FROM inbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
-        ] {
-            sqlx::query(statement)
-                .bind(cutoff)
-                .execute(&mut *tx)
+        self.write(move |conn| {
+            Box::pin(async move {
+                for statement in [
+                    "DELETE FROM outbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
+                    "DELETE FROM inbox WHERE handover_id IN (SELECT id FROM handovers WHERE finished_at < $1)",
+                ] {
+                    sqlx::query(statement)
+                        .bind(cutoff)
+                        .execute(&mut *conn)
+                        .await
+                        .map_err(unavailable)?;
+                }
+                let purged = sqlx::query("DELETE FROM handovers WHERE finished_at < $1")
+                    .bind(cutoff)
+                    .execute(&mut *conn)
+                    .await
+                    .map_err(unavailable)?
+                    .rows_affected();
+                // A Cognigy session's gate goes with its last handover.
+                sqlx::query(
+                    "DELETE FROM gates WHERE NOT EXISTS (SELECT 1 FROM handovers h \
+                     WHERE h.user_id = gates.user_id AND h.session_id = gates.session_id)",
+                )
+                .execute(&mut *conn)
                 .await
                 .map_err(unavailable)?;
-        }
-        let purged = sqlx::query("DELETE FROM handovers WHERE finished_at < $1")
-            .bind(cutoff)
-            .execute(&mut *tx)
-            .await
-            .map_err(unavailable)?
-            .rows_affected();
-        // A Cognigy session's gate goes with its last handover.
-        sqlx::query(
-            "DELETE FROM gates WHERE NOT EXISTS (SELECT 1 FROM handovers h \
-             WHERE h.user_id = gates.user_id AND h.session_id = gates.session_id)",
-        )
-        .execute(&mut *tx)
+                Ok(purged)
+            })
+        })
         .await
-        .map_err(unavailable)?;
-        tx.commit().await.map_err(unavailable)?;
-        Ok(purged)
     }
 }
 
