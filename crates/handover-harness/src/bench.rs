@@ -784,6 +784,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     });
     let mut restart = None;
     let mut skipped = Vec::new();
+    let mut failed = None;
     let mut targets: Vec<usize> = args.levels.clone();
     targets.sort_unstable();
     for level in std::iter::once(args.sessions).chain(targets) {
@@ -798,9 +799,23 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         }
         if level > handovers.len() {
             eprintln!("bench: growing to {level} handovers");
-            let (more, starts) = bench.start(&target, level - handovers.len()).await?;
+            // A level the bridge cannot reach is a result, not the end of the report.
+            let grown = match bench.start(&target, level - handovers.len()).await {
+                Ok(grown) => bench
+                    .wait_live(level, 0, Duration::from_secs(300))
+                    .await
+                    .map(|_waited| grown),
+                Err(error) => Err(error),
+            };
+            let (more, starts) = match grown {
+                Ok(grown) => grown,
+                Err(error) => {
+                    eprintln!("bench: {level} handovers not reached: {error:#}");
+                    failed = Some((level, format!("{error:#}")));
+                    break;
+                }
+            };
             handovers.extend(more);
-            bench.wait_live(level, 0, Duration::from_secs(300)).await?;
             let idle = cpu_over(bridge_pid, Duration::from_secs(10)).await?;
             let (_, rss) = proc_stat(bridge_pid)?;
             let load = bench
@@ -872,6 +887,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         throughput,
         levels,
         skipped,
+        failed,
         restart,
         repeated,
     }
@@ -895,6 +911,8 @@ struct Report<'a> {
     throughput: Vec<Phase>,
     levels: Vec<Level>,
     skipped: Vec<usize>,
+    /// A level the bridge could not reach, and why.
+    failed: Option<(usize, String)>,
     restart: Option<Restart>,
     repeated: u64,
 }
@@ -1091,6 +1109,13 @@ impl Report<'_> {
                 ms(l.start.p50),
                 ms(l.start.p99),
                 l.load.lost,
+            )?;
+        }
+        if let Some((level, error)) = &self.failed {
+            writeln!(
+                out,
+                "| {level} | not reached: {} | | | | | | | |",
+                error.replace('|', "/").replace('\n', " ")
             )?;
         }
         for level in &self.skipped {

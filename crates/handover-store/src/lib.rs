@@ -20,6 +20,7 @@ mod codec;
 mod crypto;
 mod memory;
 mod sql;
+mod sqlite;
 mod writer;
 
 use handover_core::ports::BotAddress;

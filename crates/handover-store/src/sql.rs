@@ -6,11 +6,13 @@
 //! row lock (PostgreSQL) or the database lock (SQLite). On PostgreSQL, an appended input is
 //! announced with `NOTIFY handover_inbox` so the lease holder wakes at once.
 //!
-//! Every write is a job for [`SqlStore::write`]: on PostgreSQL its own transaction on the pool;
-//! on SQLite a job for the one writer, which commits the jobs queued together in one
-//! transaction (see [`crate::writer`]). Reads use the pool on both.
+//! On PostgreSQL every write is its own transaction on the pool ([`SqlStore::write`]). On
+//! SQLite every write is a job for the one writer's thread, which commits the jobs queued
+//! together in one transaction (see [`crate::writer`] and [`crate::sqlite`]). Reads use the
+//! pool on both.
 
 use std::borrow::Cow;
+use std::future::Future;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -27,7 +29,11 @@ use sqlx::{AnyConnection, AnyPool, Row};
 
 use crate::codec::{Codec, Kind};
 use crate::crypto::Keyring;
-use crate::writer::{ConnFuture, Writer};
+use crate::sqlite::{self, Committed, NewHandover};
+use crate::writer::Writer;
+
+/// A future that borrows the connection it runs on.
+type ConnFuture<'c, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'c>>;
 use crate::{Summary, SummaryFilter, call_of, gate_key};
 
 /// Which database.
@@ -64,7 +70,7 @@ const MIGRATIONS: &[(i64, &str, &str, &str)] = &[
 pub struct SqlStore {
     /// Reads on both backends; writes on PostgreSQL.
     pool: AnyPool,
-    /// SQLite's one writing connection, with group commit.
+    /// SQLite's one writer, with group commit.
     writer: Option<Writer>,
     backend: SqlBackend,
     url: String,
@@ -145,19 +151,13 @@ impl SqlStore {
         };
         store.migrate().await?;
         if backend == SqlBackend::Sqlite {
-            let writing = AnyPoolOptions::new()
-                .max_connections(1)
-                .acquire_timeout(Duration::from_secs(10))
-                .connect(&connect_url)
-                .await
-                .map_err(unavailable)?;
-            store.writer = Some(Writer::start(writing));
+            store.writer = Some(Writer::start(sqlite_path(url))?);
         }
         Ok(store)
     }
 
-    /// Runs `work` as one atomic write: an `Err` from it rolls its statements back. On
-    /// PostgreSQL it is a transaction on the pool; on SQLite it joins the writer's next batch.
+    /// Runs `work` as one transaction on the pool (PostgreSQL): an `Err` from it rolls its
+    /// statements back.
     async fn write<T, F>(&self, work: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
@@ -165,9 +165,6 @@ impl SqlStore {
             + Send
             + 'static,
     {
-        if let Some(writer) = &self.writer {
-            return writer.write(work).await;
-        }
         let mut tx = self.pool.begin().await.map_err(unavailable)?;
         let result = work(&mut tx).await;
         if result.is_ok() {
@@ -243,25 +240,14 @@ impl SqlStore {
                     .map_or(0, |since| {
                         i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4)
                     });
+                let Some(writer) = &self.writer else {
+                    return Err(StoreError::Unavailable(
+                        "the SQLite writer is missing".to_owned(),
+                    ));
+                };
                 let key = key.to_owned();
-                let next_at: i64 = self
-                    .write(move |conn| {
-                        Box::pin(async move {
-                            let row = sqlx::query(
-                                "INSERT INTO pacing (key, next_at) VALUES ($1, $2) \
-                                 ON CONFLICT (key) DO UPDATE \
-                                 SET next_at = MAX(pacing.next_at + $3, excluded.next_at) \
-                                 RETURNING next_at",
-                            )
-                            .bind(key)
-                            .bind(now + interval)
-                            .bind(interval)
-                            .fetch_one(&mut *conn)
-                            .await
-                            .map_err(unavailable)?;
-                            row.try_get("next_at").map_err(unavailable)
-                        })
-                    })
+                let next_at = writer
+                    .write(move |conn| sqlite::reserve_slot(conn, &key, now, interval))
                     .await?;
                 next_at - interval - now
             }
@@ -351,13 +337,15 @@ async fn gate(
 ) -> Result<StartGate, StoreError> {
     let empty = serde_json::to_string(&StartGate::default())
         .map_err(|_| StoreError::Corrupt("the start gate could not be written".to_owned()))?;
-    sqlx::query("INSERT INTO gates (user_id, session_id, gate) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-        .bind(&key.0)
-        .bind(&key.1)
-        .bind(empty)
-        .execute(&mut *conn)
-        .await
-        .map_err(unavailable)?;
+    sqlx::query(
+        "INSERT INTO gates (user_id, session_id, gate) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(&key.0)
+    .bind(&key.1)
+    .bind(empty)
+    .execute(&mut *conn)
+    .await
+    .map_err(unavailable)?;
     let for_update = match backend {
         SqlBackend::Sqlite => "",
         SqlBackend::Postgres => " FOR UPDATE",
@@ -457,6 +445,19 @@ impl SessionStore for SqlStore {
         let backend = self.backend;
         let ended_at = (session.phase() == Phase::Ended).then_some(millis(now));
         let finished_at = session.is_finished().then_some(millis(now));
+        if let Some(writer) = &self.writer {
+            let new = NewHandover {
+                id,
+                key,
+                request,
+                session: sealed_session,
+                address: sealed_address,
+                created_at: millis(now),
+                ended_at,
+                finished_at,
+            };
+            return writer.write(move |conn| sqlite::admit(conn, new)).await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 let mut gate = gate(conn, backend, &key).await?;
@@ -528,7 +529,10 @@ impl SessionStore for SqlStore {
         let mut commands = Vec::new();
         for command in commit.outbox {
             if let Some(call) = call_of(command) {
-                commands.push((int(call.as_raw()), self.codec.seal(id, Kind::Command, command)?));
+                commands.push((
+                    int(call.as_raw()),
+                    self.codec.seal(id, Kind::Command, command)?,
+                ));
             }
         }
         let done: Vec<i64> = commit.done.iter().map(|call| int(call.as_raw())).collect();
@@ -541,6 +545,21 @@ impl SessionStore for SqlStore {
         } = commit;
         let finished = commit.session.is_finished();
         let ended = commit.session.phase() == Phase::Ended;
+        if let Some(writer) = &self.writer {
+            let commit = Committed {
+                id,
+                session: sealed,
+                expected,
+                fencing,
+                commands,
+                done,
+                inbox_through: inbox_through.map(int),
+                finished,
+                ended,
+                now: millis(now),
+            };
+            return writer.write(move |conn| sqlite::commit(conn, commit)).await;
+        }
         let backend = self.backend;
         self.write(move |conn| {
             Box::pin(async move {
@@ -640,6 +659,11 @@ impl SessionStore for SqlStore {
     async fn append_input(&self, id: HandoverId, input: &Input) -> Result<u64, StoreError> {
         let key = id.to_string();
         let sealed = self.codec.seal(id, Kind::Input, input)?;
+        if let Some(writer) = &self.writer {
+            return writer
+                .write(move |conn| sqlite::append_input(conn, id, &sealed))
+                .await;
+        }
         let backend = self.backend;
         self.write(move |conn| {
             Box::pin(async move {
@@ -709,6 +733,12 @@ impl SessionStore for SqlStore {
     ) -> Result<Option<Lease>, StoreError> {
         let expires_at = now + ttl;
         let owner = owner.to_owned();
+        if let Some(writer) = &self.writer {
+            let now = millis(now);
+            return writer
+                .write(move |conn| sqlite::acquire_lease(conn, id, owner, now, expires_at))
+                .await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 let row = sqlx::query(
@@ -757,6 +787,11 @@ impl SessionStore for SqlStore {
             expires_at,
             ..lease.clone()
         };
+        if let Some(writer) = &self.writer {
+            return writer
+                .write(move |conn| sqlite::renew_lease(conn, id, renewed))
+                .await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 let updated = sqlx::query(
@@ -782,6 +817,11 @@ impl SessionStore for SqlStore {
 
     async fn release_lease(&self, id: HandoverId, lease: &Lease) -> Result<(), StoreError> {
         let fencing = int(lease.fencing.0);
+        if let Some(writer) = &self.writer {
+            return writer
+                .write(move |conn| sqlite::release_lease(conn, id, fencing))
+                .await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 sqlx::query(
@@ -801,6 +841,11 @@ impl SessionStore for SqlStore {
 
     async fn release_leases_of(&self, owner: &str) -> Result<u64, StoreError> {
         let owner = owner.to_owned();
+        if let Some(writer) = &self.writer {
+            return writer
+                .write(move |conn| sqlite::release_leases_of(conn, &owner))
+                .await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 let done = sqlx::query(
@@ -828,6 +873,11 @@ impl SessionStore for SqlStore {
 
     async fn purge_ended(&self, before: Timestamp) -> Result<u64, StoreError> {
         let cutoff = millis(before);
+        if let Some(writer) = &self.writer {
+            return writer
+                .write(move |conn| sqlite::purge_ended(conn, cutoff))
+                .await;
+        }
         self.write(move |conn| {
             Box::pin(async move {
                 for statement in [
@@ -859,6 +909,17 @@ impl SessionStore for SqlStore {
         })
         .await
     }
+}
+
+/// The file of a `sqlite:` URL, as sqlx reads it: after `sqlite://` (or `sqlite:`), up to
+/// the query.
+fn sqlite_path(url: &str) -> std::path::PathBuf {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let path = rest.split_once('?').map_or(rest, |(path, _)| path);
+    std::path::PathBuf::from(path)
 }
 
 impl FromStr for SqlBackend {
