@@ -816,8 +816,9 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 }
             };
             handovers.extend(more);
-            let idle = cpu_over(bridge_pid, Duration::from_secs(10)).await?;
-            let (_, rss) = proc_stat(bridge_pid)?;
+            // After a restart the bridge has a new pid.
+            let idle = cpu_over(target.pid, Duration::from_secs(10)).await?;
+            let (_, rss) = proc_stat(target.pid)?;
             let load = bench
                 .phase(
                     &target,
