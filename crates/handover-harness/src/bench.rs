@@ -517,14 +517,28 @@ impl Bench {
         for text in &agent_texts {
             match (records.agent.get(text), records.notified.get(text)) {
                 (Some(posted), Some(notified)) => a2u.push(notified.saturating_sub(*posted)),
-                _ => lost += 1,
+                (posted, _) => {
+                    lost += 1;
+                    // Say which, so that a late or lost text can be traced in the logs.
+                    eprintln!(
+                        "bench: {tag}: agent text {text:?} {} at MIAW, not notified",
+                        if posted.is_some() {
+                            "posted"
+                        } else {
+                            "never posted"
+                        }
+                    );
+                }
             }
         }
         let mut u2a = Vec::with_capacity(user_sent.len());
         for (text, called) in &user_sent {
             match records.user.get(text) {
                 Some(taken) => u2a.push(taken.saturating_sub(*called)),
-                None => lost += 1,
+                None => {
+                    lost += 1;
+                    eprintln!("bench: {tag}: user text {text:?} accepted, not at MIAW");
+                }
             }
         }
         #[allow(clippy::cast_precision_loss)]

@@ -393,18 +393,17 @@ async fn refusal(
         .fetch_optional(&mut *conn)
         .await;
     match row {
-        Ok(None) => StoreError::NotFound(id),
-        Ok(Some(row)) => {
-            let version: i64 = row.try_get("version").unwrap_or_default();
-            let stored: i64 = row.try_get("fencing").unwrap_or_default();
-            if uint(stored) != fencing.0 {
-                StoreError::Fenced
-            } else {
-                StoreError::Conflict {
-                    stored: Version(uint(version).max(expected.0)),
-                }
-            }
-        }
+        Ok(row) => sqlite::refusal_of(
+            id,
+            row.map(|row| {
+                (
+                    row.try_get("version").unwrap_or_default(),
+                    row.try_get("fencing").unwrap_or_default(),
+                )
+            }),
+            expected,
+            fencing,
+        ),
         Err(error) => unavailable(error),
     }
 }

@@ -142,17 +142,25 @@ fn refusal(
             .optional()
         });
     match row {
-        Ok(None) => StoreError::NotFound(id),
-        Ok(Some((version, stored))) => {
-            if uint(stored) != fencing.0 {
-                StoreError::Fenced
-            } else {
-                StoreError::Conflict {
-                    stored: Version(uint(version).max(expected.0)),
-                }
-            }
-        }
+        Ok(row) => refusal_of(id, row, expected, fencing),
         Err(error) => fail(error),
+    }
+}
+
+/// Why a conditional update of a handover's row touched nothing, from its stored
+/// `(version, fencing)` (none: no such handover). Both backends decide alike.
+pub(crate) fn refusal_of(
+    id: HandoverId,
+    stored: Option<(i64, i64)>,
+    expected: Version,
+    fencing: FencingToken,
+) -> StoreError {
+    match stored {
+        None => StoreError::NotFound(id),
+        Some((_, stored_fencing)) if uint(stored_fencing) != fencing.0 => StoreError::Fenced,
+        Some((version, _)) => StoreError::Conflict {
+            stored: Version(uint(version).max(expected.0)),
+        },
     }
 }
 
