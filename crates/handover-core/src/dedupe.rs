@@ -199,13 +199,13 @@ mod tests {
         for (n, name) in ["a", "b", "c", "d", "e"].into_iter().enumerate() {
             assert!(dedupe.first_sighting(&id(name), Some(at(10 + n as u64))));
         }
-        let stored = serde_json::to_string(&dedupe).unwrap();
+        let stored = serde_json::to_string(&dedupe).expect("a window serializes");
         assert_eq!(stored.matches("\"e\"").count(), 1, "{stored}");
-        let restored: EntryDedupe = serde_json::from_str(&stored).unwrap();
+        let restored: EntryDedupe = serde_json::from_str(&stored).expect("a stored window reads");
         assert_eq!(restored, dedupe);
         // A session stored before carried `members` and `ids` too; reading ignores them.
         let older = r#"{"recent":{"capacity":3,"order":[["c",12]],"members":[["c",12]]},"ids":["c"],"watermark":11,"at_watermark":["b"]}"#;
-        let read: EntryDedupe = serde_json::from_str(older).unwrap();
+        let read: EntryDedupe = serde_json::from_str(older).expect("an older window reads");
         assert!(read.has_seen(&id("c"), Some(at(12))));
         assert!(read.has_seen(&id("b"), Some(at(11))));
         assert!(!read.has_seen(&id("z"), Some(at(12))));
