@@ -122,6 +122,15 @@ impl SqlStore {
     pub async fn connect(url: &str, keys: Keyring) -> Result<Self, StoreError> {
         sqlx::any::install_default_drivers();
         let backend: SqlBackend = url.parse()?;
+        if backend == SqlBackend::Sqlite
+            && (sqlite_path(url).as_os_str() == ":memory:" || url.contains("mode=memory"))
+        {
+            // The writer's connection would open a database of its own.
+            return Err(StoreError::Unavailable(
+                "an in-memory SQLite database is not supported; use a file, or the memory store"
+                    .to_owned(),
+            ));
+        }
         let mut connect_url = url.to_owned();
         if backend == SqlBackend::Sqlite && !connect_url.contains("mode=") {
             connect_url.push_str(if connect_url.contains('?') {
@@ -933,6 +942,39 @@ impl FromStr for SqlBackend {
             Err(StoreError::Unavailable(
                 "the database URL must start with sqlite: or postgres:".to_owned(),
             ))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sqlite_url_names_its_file_as_sqlx_reads_it() {
+        for (url, path) in [
+            ("sqlite://data/handover.db", "data/handover.db"),
+            (
+                "sqlite:///var/lib/handover.db?mode=rwc",
+                "/var/lib/handover.db",
+            ),
+            ("sqlite:handover.db", "handover.db"),
+        ] {
+            assert_eq!(sqlite_path(url), std::path::PathBuf::from(path), "{url}");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_in_memory_sqlite_database_is_refused_with_a_clear_error() {
+        for url in ["sqlite::memory:", "sqlite://handover.db?mode=memory"] {
+            let error = SqlStore::connect(url, Keyring::ephemeral())
+                .await
+                .map(|_| ())
+                .expect_err("an in-memory SQLite database would split reads from writes");
+            assert!(
+                matches!(&error, StoreError::Unavailable(text) if text.contains("in-memory")),
+                "{url}: {error}"
+            );
         }
     }
 }

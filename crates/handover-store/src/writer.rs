@@ -164,6 +164,10 @@ fn open(path: &PathBuf) -> Result<Connection, StoreError> {
     conn.busy_timeout(Duration::from_secs(5))
         .map_err(|error| failed(&error))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // As sqlx's own connections have it, whatever the library was compiled with: a commit
+    // is on disk when it returns.
+    conn.execute_batch("PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;")
+        .map_err(|error| failed(&error))?;
     Ok(conn)
 }
 
