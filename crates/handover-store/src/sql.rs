@@ -1,4 +1,6 @@
-//! SQLite and PostgreSQL, through sqlx's `Any` driver: one set of statements, two schemas.
+//! SQLite and PostgreSQL: reads through sqlx's `Any` driver on both, writes through it on
+//! PostgreSQL and through the writer's own connection on SQLite (the same statements in
+//! SQLite's dialect, in `sqlite.rs`); two schemas.
 //!
 //! Every write that must be atomic is one transaction. The version check and the fencing
 //! check are one `UPDATE … WHERE version = ? AND fencing = ?` on the handover's row, and the
