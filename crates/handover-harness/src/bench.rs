@@ -629,12 +629,7 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         bail!("--sessions, --runs, --rate and --duration must be positive");
     }
     let fd_limit = rlimit::increase_nofile_limit(u64::MAX).context("raising the fd limit")?;
-    let _ = std::fs::remove_dir_all(&args.work_dir);
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
-    let binaries = Binaries {
-        dir: args.bin_dir.clone(),
-    };
+    let binaries = Binaries::for_run(&args.bin_dir, &args.work_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .pool_max_idle_per_host(1024)
@@ -719,34 +714,25 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
     for run in 0..args.runs {
         let tag = |who: &str| format!("r{run}{who}");
         // Alternate who goes first, so neither always follows the other's drain.
-        let (ours, theirs) = if run % 2 == 0 {
-            let ours = bench
-                .phase(&target, &handovers, args.rate, args.duration, &tag("b"))
-                .await?;
-            let theirs = bench
-                .phase(
-                    &floor_target,
-                    &floor_handovers,
-                    args.rate,
-                    args.duration,
-                    &tag("f"),
-                )
-                .await?;
-            (ours, theirs)
+        let order = if run % 2 == 0 {
+            [true, false]
         } else {
-            let theirs = bench
-                .phase(
-                    &floor_target,
-                    &floor_handovers,
-                    args.rate,
-                    args.duration,
-                    &tag("f"),
-                )
+            [false, true]
+        };
+        let (mut ours, mut theirs) = (None, None);
+        for bridge in order {
+            let (who, relay, opened) = if bridge {
+                ("b", &target, &handovers)
+            } else {
+                ("f", &floor_target, &floor_handovers)
+            };
+            let phase = bench
+                .phase(relay, opened, args.rate, args.duration, &tag(who))
                 .await?;
-            let ours = bench
-                .phase(&target, &handovers, args.rate, args.duration, &tag("b"))
-                .await?;
-            (ours, theirs)
+            *(if bridge { &mut ours } else { &mut theirs }) = Some(phase);
+        }
+        let (Some(ours), Some(theirs)) = (ours, theirs) else {
+            bail!("a latency run measured only one of the two relays");
         };
         runs.push((ours, theirs));
     }

@@ -738,12 +738,7 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
     if args.instances == 0 || args.sessions == 0 || args.messages == 0 {
         bail!("--instances, --sessions and --messages must be at least 1");
     }
-    let _ = std::fs::remove_dir_all(&args.work_dir);
-    std::fs::create_dir_all(&args.work_dir)
-        .with_context(|| format!("creating {}", args.work_dir.display()))?;
-    let binaries = Binaries {
-        dir: args.bin_dir.clone(),
-    };
+    let binaries = Binaries::for_run(&args.bin_dir, &args.work_dir)?;
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(15))
         .pool_max_idle_per_host(256)

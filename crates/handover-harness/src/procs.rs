@@ -17,6 +17,16 @@ pub(crate) struct Binaries {
 }
 
 impl Binaries {
+    /// The binaries in `bin_dir`, for a run whose files go to `work_dir`, emptied first.
+    pub(crate) fn for_run(bin_dir: &Path, work_dir: &Path) -> anyhow::Result<Self> {
+        let _ = std::fs::remove_dir_all(work_dir);
+        std::fs::create_dir_all(work_dir)
+            .with_context(|| format!("creating {}", work_dir.display()))?;
+        Ok(Self {
+            dir: bin_dir.to_path_buf(),
+        })
+    }
+
     fn path(&self, name: &str) -> anyhow::Result<PathBuf> {
         let path = self.dir.join(name);
         if !path.is_file() {
