@@ -222,7 +222,10 @@ impl SqlStore {
     /// by any instance, and returns how long to wait for it (zero if the key was idle). One
     /// row per key, updated in one statement, so concurrent bookings serialize on its lock.
     /// PostgreSQL's clock decides, so instances with skewed clocks still space their slots
-    /// evenly; SQLite (one instance) uses this process's clock.
+    /// evenly; SQLite (one instance) uses this process's clock. The clock is read as the
+    /// booking runs (`clock_timestamp()`, not the statement's start), so a booking that waited
+    /// for another's lock measures its wait from the moment it got it, never from before the
+    /// slot it follows was booked.
     pub async fn reserve_slot(
         &self,
         key: &str,
@@ -233,10 +236,10 @@ impl SqlStore {
             SqlBackend::Postgres => {
                 let row = sqlx::query(
                     "INSERT INTO pacing (key, next_at) \
-                     VALUES ($1, CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT) + $2) \
+                     VALUES ($1, CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) + $2) \
                      ON CONFLICT (key) DO UPDATE \
                      SET next_at = GREATEST(pacing.next_at + $2, EXCLUDED.next_at) \
-                     RETURNING next_at - $2 - CAST(EXTRACT(EPOCH FROM now()) * 1000 AS BIGINT) AS wait",
+                     RETURNING next_at - $2 - CAST(FLOOR(EXTRACT(EPOCH FROM clock_timestamp()) * 1000) AS BIGINT) AS wait",
                 )
                 .bind(key)
                 .bind(interval)
@@ -246,21 +249,25 @@ impl SqlStore {
                 row.try_get("wait").map_err(unavailable)?
             }
             SqlBackend::Sqlite => {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |since| {
-                        i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4)
-                    });
                 let Some(writer) = &self.writer else {
                     return Err(StoreError::Unavailable(
                         "the SQLite writer is missing".to_owned(),
                     ));
                 };
                 let key = key.to_owned();
-                let next_at = writer
-                    .write(move |conn| sqlite::reserve_slot(conn, &key, now, interval))
-                    .await?;
-                next_at - interval - now
+                writer
+                    .write(move |conn| {
+                        // Read on the writer's thread, as the booking runs: jobs run one at a
+                        // time, so a later booking never holds an earlier moment.
+                        let now = std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map_or(0, |since| {
+                                i64::try_from(since.as_millis()).unwrap_or(i64::MAX / 4)
+                            });
+                        let next_at = sqlite::reserve_slot(conn, &key, now, interval)?;
+                        Ok(next_at - interval - now)
+                    })
+                    .await?
             }
         };
         Ok(Duration::from_millis(uint(wait)))
