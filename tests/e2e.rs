@@ -81,6 +81,11 @@ fn config(miaw: &Miaw, dir: &std::path::Path) -> Config {
 
 impl E2e {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Started with `edit` applied to the test configuration.
+    async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
         let miaw = Miaw::start(SandboxConfig::default()).await;
         let cognigy = cognigy_sandbox::Sandbox::start(
             "127.0.0.1:0".parse().unwrap(),
@@ -92,7 +97,8 @@ impl E2e {
             "e2e-{}",
             HandoverId::from_random_bytes(random_bytes())
         ));
-        let config = config(&miaw, &dir);
+        let mut config = config(&miaw, &dir);
+        edit(&mut config);
         let app = App::start(&config, Keyring::parse(&keys_spec()).unwrap())
             .await
             .unwrap();
@@ -732,6 +738,121 @@ async fn s44_bad_requests_are_refused_and_change_no_live_handover() {
         .await;
     assert_eq!(status, 200);
     assert_eq!(list["handovers"][0]["handoverId"], handover.as_str());
+    e2e.stop().await;
+}
+
+/// Beyond `api.max_live_handovers` (by default what the open-file limit leaves after the
+/// store's share), a start is refused before anything is stored, and a restarted instance
+/// leaves the handovers it has no room for in the store, taking each up once room frees:
+/// the agent's words from meanwhile still reach the user.
+#[tokio::test]
+async fn at_capacity_a_start_is_refused_and_a_handover_without_room_waits_in_the_store() {
+    let mut e2e = E2e::start_with(|config| config.api.max_live_handovers = Some(2)).await;
+    let first = e2e.start_handover("cap-1", json!({})).await;
+    let second = e2e.start_handover("cap-2", json!({})).await;
+    let response = e2e
+        .http
+        .post(format!("{}/v1/handovers", e2e.url()))
+        .bearer_auth(KEY)
+        .json(&json!({
+            "requestId": "cap-3",
+            "userId": "e2e-user",
+            "sessionId": "cap-3",
+            "URLToken": DEFAULT_URL_TOKEN,
+            "endpointUrl": e2e.cognigy.url(),
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 503);
+    assert_eq!(
+        response.headers()["retry-after"].to_str().unwrap(),
+        "5",
+        "Retry-After"
+    );
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "at_capacity", "{answer}");
+    let (_, list) = e2e
+        .api(reqwest::Method::GET, "/v1/handovers", ADMIN, None)
+        .await;
+    assert_eq!(
+        list["handovers"].as_array().unwrap().len(),
+        2,
+        "the refused start stored nothing: {list}"
+    );
+    assert!(
+        e2e.metrics()
+            .await
+            .contains("handover_starts_refused_at_capacity_total 1"),
+        "counted"
+    );
+    let conversations = [
+        e2e.with_agent("cap-1", &first).await,
+        e2e.with_agent("cap-2", &second).await,
+    ];
+
+    // A crash, and the next process has room for one of the two.
+    e2e.config.api.max_live_handovers = Some(1);
+    e2e.crash_and_restart().await;
+    for (conversation, text) in conversations.iter().zip(["to one", "to two"]) {
+        e2e.agent_says(conversation, text).await;
+    }
+    // One is driven again and relays its agent; the other waits in the store.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let driven = loop {
+        if e2e.user_read("cap-1").await.contains(&"to one".to_owned()) {
+            break 0;
+        }
+        if e2e.user_read("cap-2").await.contains(&"to two".to_owned()) {
+            break 1;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "one handover is driven again"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let waiting = 1 - driven;
+    let [sessions, handovers, texts] = [
+        ["cap-1", "cap-2"],
+        [first.as_str(), second.as_str()],
+        ["to one", "to two"],
+    ];
+    // Past the takeover scans (every 1.5 s here): still no room for the other.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert!(
+        !e2e.user_read(sessions[waiting])
+            .await
+            .contains(&texts[waiting].to_owned()),
+        "no room, not driven"
+    );
+    // The driven one ends; the waiting one is taken up and loses nothing.
+    assert_eq!(
+        e2e.post(
+            &format!("/v1/handovers/{}/cancel", handovers[driven]),
+            json!(null)
+        )
+        .await
+        .0,
+        202
+    );
+    until(
+        "the waiting handover is driven and relays what it missed",
+        || async {
+            e2e.user_read(sessions[waiting])
+                .await
+                .contains(&texts[waiting].to_owned())
+        },
+    )
+    .await;
+    e2e.relayed_to_user(sessions[waiting], &conversations[waiting], "and later")
+        .await;
+    let read = e2e.user_read(sessions[waiting]).await;
+    assert_eq!(
+        read.iter().filter(|t| *t == texts[waiting]).count(),
+        1,
+        "once: {read:?}"
+    );
     e2e.stop().await;
 }
 

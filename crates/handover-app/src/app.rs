@@ -140,6 +140,10 @@ impl App {
             .instance_id
             .clone()
             .unwrap_or_else(|| format!("instance-{}", random_hex()));
+        let max_live = max_live_handovers(config.api.max_live_handovers, open_file_limit());
+        metrics
+            .max_live
+            .set(i64::try_from(max_live).unwrap_or(i64::MAX));
         let runtime = Runtime::new(Parts {
             store: store.clone(),
             deployments,
@@ -151,6 +155,7 @@ impl App {
             inbox_poll: Duration::from_secs(10),
             metrics: metrics.clone(),
             log_text: config.log.message_text,
+            max_live,
         });
         let mut keys = Vec::new();
         for entry in &config.api.keys {
@@ -343,6 +348,49 @@ async fn ready(runtime: &Runtime) -> (StatusCode, String) {
     }
 }
 
+/// Descriptors kept beside the streams for everything else: the store's files and
+/// connections, the API's clients, REST calls in flight and the pools' idle connections.
+/// The benchmark held 18,000 streams with 2,000 kept and ran the store out of descriptors
+/// at 19,000 with 1,000 (docs/benchmarks.md).
+pub const DESCRIPTORS_KEPT: u64 = 2_000;
+
+/// This process's open-file limit (the soft one, which is what counts), if it can be read.
+pub fn open_file_limit() -> Option<u64> {
+    rlimit::getrlimit(rlimit::Resource::NOFILE)
+        .ok()
+        .map(|(soft, _)| soft)
+}
+
+/// The most handovers to drive at once: `configured` if set, else what `open_files` leaves
+/// after [`DESCRIPTORS_KEPT`] (each live handover holds its stream's socket), and half of
+/// `open_files` when it is small. A configured figure above the derived one is kept, with a
+/// warning: the store would run out of descriptors before the limit is reached.
+pub fn max_live_handovers(configured: Option<usize>, open_files: Option<u64>) -> usize {
+    let derived = open_files.map(|limit| {
+        let kept = DESCRIPTORS_KEPT.min(limit / 2);
+        usize::try_from(limit - kept).unwrap_or(usize::MAX)
+    });
+    match (configured, derived) {
+        (Some(configured), Some(derived)) => {
+            if configured > derived {
+                tracing::warn!(
+                    configured,
+                    derived,
+                    "api.max_live_handovers is above what the open-file limit supports; \
+                     raise the limit (ulimit -n) or lower the setting"
+                );
+            }
+            configured
+        }
+        (Some(configured), None) => configured,
+        (None, Some(derived)) => derived,
+        (None, None) => {
+            tracing::warn!("the open-file limit cannot be read; live handovers are not limited");
+            usize::MAX
+        }
+    }
+}
+
 fn reqwest_client() -> anyhow::Result<reqwest::Client> {
     reqwest::Client::builder()
         .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")))
@@ -358,4 +406,25 @@ pub fn random_hex() -> String {
         return "0000000000000000".to_owned();
     }
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_live_handover_limit_follows_the_open_file_limit_unless_configured() {
+        // What the descriptors leave after the store's share.
+        assert_eq!(max_live_handovers(None, Some(20_000)), 18_000);
+        assert_eq!(max_live_handovers(None, Some(1_048_576)), 1_046_576);
+        // A small limit (a shell's default 1,024) keeps half for the rest.
+        assert_eq!(max_live_handovers(None, Some(1_024)), 512);
+        assert_eq!(max_live_handovers(None, Some(0)), 0);
+        // A configured figure wins, above the derived one too (with a warning).
+        assert_eq!(max_live_handovers(Some(50), Some(20_000)), 50);
+        assert_eq!(max_live_handovers(Some(30_000), Some(20_000)), 30_000);
+        assert_eq!(max_live_handovers(Some(7), None), 7);
+        // Unknown limit, nothing configured: no limit.
+        assert_eq!(max_live_handovers(None, None), usize::MAX);
+    }
 }

@@ -131,6 +131,9 @@ pub struct ApiSection {
     pub keys: Vec<ApiKeyEntry>,
     /// The largest request body.
     pub max_body_bytes: usize,
+    /// The most handovers this instance drives at once; unset, it follows from the
+    /// open-file limit (see [`crate::app::max_live_handovers`]).
+    pub max_live_handovers: Option<usize>,
 }
 
 impl Default for ApiSection {
@@ -138,6 +141,7 @@ impl Default for ApiSection {
         Self {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            max_live_handovers: None,
         }
     }
 }

@@ -127,6 +127,15 @@ fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()>> {
     })
 }
 
+/// Each live handover holds a socket: take the hard open-file limit, not the soft one
+/// (often 1,024), as servers do.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(error) => tracing::warn!(%error, "could not raise the open-file limit"),
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -135,6 +144,7 @@ async fn main() -> anyhow::Result<()> {
             let config = Config::load(config.as_deref())?;
             init_logs(config.log.format, &config.log.level);
             let keys = app::keyring(&config)?;
+            raise_open_file_limit();
             let stop = shutdown_signal()?;
             let bridge = app::App::start(&config, keys).await?;
             out(&format!("api: {}/v1\n", bridge.url()));

@@ -38,6 +38,10 @@ pub struct Metrics {
     pub handovers: Family<Phase, Gauge>,
     /// Handovers started here.
     pub started: Counter,
+    /// Starts refused because this instance drove its `api.max_live_handovers`.
+    pub starts_refused_at_capacity: Counter,
+    /// The most handovers this instance drives at once.
+    pub max_live: Gauge,
     /// Seconds from an agent entry's arrival to its Notify, and from a user message's intake
     /// to Salesforce's acceptance.
     pub relay_seconds: Family<Direction, Histogram>,
@@ -86,6 +90,18 @@ impl Metrics {
             "started",
             "Handovers started through this instance",
             started.clone(),
+        );
+        let starts_refused_at_capacity = Counter::default();
+        registry.register(
+            "starts_refused_at_capacity",
+            "Starts refused because this instance drove its limit of live handovers",
+            starts_refused_at_capacity.clone(),
+        );
+        let max_live = Gauge::default();
+        registry.register(
+            "max_live",
+            "The most handovers this instance drives at once",
+            max_live.clone(),
         );
         let relay_seconds = Family::<Direction, Histogram>::new_with_constructor(|| {
             Histogram::new([
@@ -149,6 +165,8 @@ impl Metrics {
             registry: Arc::new(registry),
             handovers,
             started,
+            starts_refused_at_capacity,
+            max_live,
             relay_seconds,
             stream_reconnects,
             backfilled_entries,

@@ -13,6 +13,7 @@
 //! until the state is safe.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,6 +66,10 @@ pub struct Parts {
     pub metrics: Metrics,
     /// Whether debug logs may carry message text.
     pub log_text: bool,
+    /// The most handovers this instance drives at once: starts beyond it are refused, and
+    /// the takeover scan leaves the rest to other instances (or to a later scan). Each live
+    /// handover holds a stream's socket, so this keeps the descriptors the store needs.
+    pub max_live: usize,
 }
 
 impl std::fmt::Debug for Parts {
@@ -78,7 +83,28 @@ impl std::fmt::Debug for Parts {
 struct Inner {
     parts: Parts,
     drivers: Mutex<HashMap<HandoverId, Driver>>,
+    /// Rooms taken: drivers running or about to be (see [`Room`]).
+    rooms: AtomicUsize,
     shutdown: watch::Sender<bool>,
+}
+
+/// Room for one more driver, under [`Parts::max_live`]. A driver holds its room until its
+/// task ends (or is aborted); a room dropped unused is free again at once.
+#[derive(Debug)]
+pub struct Room(Arc<Inner>);
+
+impl Drop for Room {
+    fn drop(&mut self) {
+        self.0.rooms.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Inner")
+            .field("rooms", &self.rooms)
+            .finish_non_exhaustive()
+    }
 }
 
 struct Driver {
@@ -108,6 +134,7 @@ impl Runtime {
             inner: Arc::new(Inner {
                 parts,
                 drivers: Mutex::new(HashMap::new()),
+                rooms: AtomicUsize::new(0),
                 shutdown,
             }),
         }
@@ -152,10 +179,27 @@ impl Runtime {
         drivers.len()
     }
 
-    /// Drives `id` here if no local driver does: `fresh` for a handover just admitted (it
-    /// starts), otherwise it resumes. The driver gives up at once if another instance holds
-    /// the lease.
-    pub fn drive(&self, id: HandoverId, fresh: bool) {
+    /// The most handovers this instance drives at once.
+    pub fn max_live(&self) -> usize {
+        self.inner.parts.max_live
+    }
+
+    /// Room for one more driver, or `None` at [`Parts::max_live`].
+    pub fn take_room(&self) -> Option<Room> {
+        let max = self.inner.parts.max_live;
+        self.inner
+            .rooms
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |taken| {
+                (taken < max).then_some(taken + 1)
+            })
+            .ok()
+            .map(|_| Room(self.inner.clone()))
+    }
+
+    /// Drives `id` here, in `room`, if no local driver does: `fresh` for a handover just
+    /// admitted (it starts), otherwise it resumes. The driver gives up at once if another
+    /// instance holds the lease. An unused room is given back.
+    pub fn drive(&self, id: HandoverId, fresh: bool, room: Room) {
         if self.is_stopping() {
             return;
         }
@@ -164,7 +208,7 @@ impl Runtime {
             return;
         }
         let wake = Arc::new(Notify::new());
-        let task = tokio::spawn(drive(self.clone(), id, wake.clone(), fresh));
+        let task = tokio::spawn(drive(self.clone(), id, wake.clone(), fresh, room));
         drivers.insert(id, Driver { wake, task });
     }
 
@@ -177,18 +221,35 @@ impl Runtime {
 
     /// Looks for live handovers nobody here drives and tries to take them: at start (resume
     /// after a restart) and periodically (take over from a crashed instance).
+    ///
+    /// At [`Parts::max_live`] the rest are left in the store, nothing lost: another instance
+    /// takes them, or a later scan here once handovers have ended.
     pub async fn scan(&self) -> Result<usize, StoreError> {
         let live = self.store().live_handovers().await?;
         let mut tried = 0;
+        let mut left = 0;
         for id in live {
             let driven = self
                 .drivers()
                 .get(&id)
                 .is_some_and(|d| !d.task.is_finished());
-            if !driven {
-                self.drive(id, false);
-                tried += 1;
+            if driven {
+                continue;
             }
+            match self.take_room() {
+                Some(room) => {
+                    self.drive(id, false, room);
+                    tried += 1;
+                }
+                None => left += 1,
+            }
+        }
+        if left > 0 {
+            tracing::warn!(
+                left,
+                max_live = self.max_live(),
+                "at capacity: live handovers are left for another instance or a later scan"
+            );
         }
         Ok(tried)
     }
@@ -241,7 +302,8 @@ async fn futures_join(tasks: Vec<JoinHandle<()>>) {
     }
 }
 
-/// Something that happened while the driver waited.
+/// Something that happened while the driver waited. Sent boxed: a channel keeps blocks of 32
+/// slots of its item type, and an `Input` inline would make each driver's block ~8 KiB.
 enum Event {
     /// An input, and the call it completes (if it is a call's result).
     Input(Input, Option<CallId>),
@@ -258,6 +320,27 @@ struct InFlight {
     calls: HashMap<CallId, CallInfo>,
 }
 
+impl InFlight {
+    /// Past this many remembered entries or texts, those older than [`Self::FORGET_AFTER`]
+    /// are forgotten: an entry the core never relays (a duplicate seen again, say) or a text
+    /// whose send failed would otherwise be kept for the handover's whole life.
+    const PRUNE_ABOVE: usize = 64;
+    const FORGET_AFTER: Duration = Duration::from_secs(300);
+
+    fn prune(&mut self, now: Instant) {
+        let fresh = |at: &Instant| now.saturating_duration_since(*at) < Self::FORGET_AFTER;
+        if self.entries.len() > Self::PRUNE_ABOVE {
+            self.entries.retain(|_, seen| fresh(seen));
+        }
+        if self.texts.len() > Self::PRUNE_ABOVE {
+            self.texts.retain(|_, taken| {
+                taken.retain(|at| fresh(at));
+                !taken.is_empty()
+            });
+        }
+    }
+}
+
 enum CallInfo {
     Notify(Option<EntryId>),
     Inject,
@@ -267,7 +350,9 @@ enum CallInfo {
 
 struct Stop;
 
-async fn drive(runtime: Runtime, id: HandoverId, wake: Arc<Notify>, fresh: bool) {
+async fn drive(runtime: Runtime, id: HandoverId, wake: Arc<Notify>, fresh: bool, room: Room) {
+    // Held until the driver ends, however it ends.
+    let _room = room;
     let parts = &runtime.inner.parts;
     let ttl = parts.lease_ttl;
     let lease = match parts
@@ -282,7 +367,10 @@ async fn drive(runtime: Runtime, id: HandoverId, wake: Arc<Notify>, fresh: bool)
             return;
         }
     };
-    let mut driver = match Running::load(&runtime, id, lease, fresh).await {
+    // The task keeps the largest state of this future for the handover's whole life. Loading
+    // and finishing each hold a `Running` of their own, so they run boxed: the resident task
+    // is then one `Running` and the loop's state (3.4 KiB instead of 8 KiB).
+    let mut driver = match Box::pin(Running::load(&runtime, id, lease, fresh)).await {
         Ok(driver) => driver,
         Err(error) => {
             tracing::error!(handover = %id, %error, "could not load the handover");
@@ -290,7 +378,7 @@ async fn drive(runtime: Runtime, id: HandoverId, wake: Arc<Notify>, fresh: bool)
         }
     };
     let result = driver.run(wake).await;
-    driver.finish(result.is_ok()).await;
+    Box::pin(driver.finish(result.is_ok())).await;
 }
 
 struct Running {
@@ -301,8 +389,8 @@ struct Running {
     version: handover_core::ports::Version,
     lease: Lease,
     salesforce: Arc<dyn SalesforcePort>,
-    events_tx: mpsc::UnboundedSender<Event>,
-    events: mpsc::UnboundedReceiver<Event>,
+    events_tx: mpsc::UnboundedSender<Box<Event>>,
+    events: mpsc::UnboundedReceiver<Box<Event>>,
     stream: Option<(CallId, JoinHandle<()>)>,
     inputs: Vec<Input>,
     done: Vec<CallId>,
@@ -389,10 +477,10 @@ impl Running {
             tokio::select! {
                 event = self.events.recv() => {
                     if let Some(event) = event {
-                        self.take(event);
+                        self.take(*event);
                     }
                     while let Ok(event) = self.events.try_recv() {
-                        self.take(event);
+                        self.take(*event);
                     }
                 }
                 () = wake.notified() => read_inbox = true,
@@ -539,6 +627,7 @@ impl Running {
                     .entries
                     .entry(entry.identifier.clone())
                     .or_insert(now);
+                self.in_flight.prune(now);
             }
             Input::UserMessage(message) if !message.text.is_empty() => {
                 self.in_flight
@@ -546,6 +635,7 @@ impl Running {
                     .entry(message.text.clone())
                     .or_default()
                     .push_back(now);
+                self.in_flight.prune(now);
             }
             Input::Salesforce { call, result } => self.completed(*call, result.is_ok()),
             Input::Bot { call, result } => self.completed(*call, result.is_ok()),
@@ -602,11 +692,11 @@ impl Running {
                 }
             }
             CallInfo::Text(text) if ok => {
-                let taken = self
-                    .in_flight
-                    .texts
-                    .get_mut(&text)
-                    .and_then(VecDeque::pop_front);
+                let texts = &mut self.in_flight.texts;
+                let taken = texts.get_mut(&text).and_then(VecDeque::pop_front);
+                if texts.get(&text).is_some_and(VecDeque::is_empty) {
+                    texts.remove(&text);
+                }
                 if let Some(taken) = taken {
                     metrics
                         .relay_seconds
@@ -639,13 +729,13 @@ impl Running {
                 let events = self.events_tx.clone();
                 tokio::spawn(async move {
                     let result = bot.deliver(&address, &call.delivery).await;
-                    let _ = events.send(Event::Input(
+                    let _ = events.send(Box::new(Event::Input(
                         Input::Bot {
                             call: call.id,
                             result,
                         },
                         Some(call.id),
-                    ));
+                    )));
                 });
             }
             Command::Salesforce(call) => match &call.request {
@@ -664,13 +754,13 @@ impl Running {
                         // `false` once the driver is gone: stop reading.
                         let send = |event| {
                             events
-                                .send(Event::Input(
+                                .send(Box::new(Event::Input(
                                     Input::Stream {
                                         stream: stream_call,
                                         event,
                                     },
                                     None,
-                                ))
+                                )))
                                 .is_ok()
                         };
                         match salesforce.open_stream(&credential, last.as_ref()).await {
@@ -699,13 +789,13 @@ impl Running {
                     if let Some((_, old)) = self.stream.take() {
                         old.abort();
                     }
-                    let _ = self.events_tx.send(Event::Input(
+                    let _ = self.events_tx.send(Box::new(Event::Input(
                         Input::Salesforce {
                             call: call.id,
                             result: Ok(SalesforceResponse::Done),
                         },
                         Some(call.id),
-                    ));
+                    )));
                 }
                 SalesforceRequest::MintToken(_)
                 | SalesforceRequest::RenewToken(_)
@@ -744,13 +834,13 @@ impl Running {
                         let result = salesforce
                             .execute(call.credential.as_ref(), &call.request)
                             .await;
-                        let _ = events.send(Event::Input(
+                        let _ = events.send(Box::new(Event::Input(
                             Input::Salesforce {
                                 call: call.id,
                                 result,
                             },
                             Some(call.id),
-                        ));
+                        )));
                     });
                 }
             },

@@ -56,6 +56,13 @@ impl Handovers for AppHandovers {
         {
             return Err(ServiceError::UnknownDeployment(name.to_owned()));
         }
+        // Room first, so that a start this instance could not drive is never admitted.
+        let Some(room) = self.runtime.take_room() else {
+            self.runtime.metrics().starts_refused_at_capacity.inc();
+            return Err(ServiceError::AtCapacity {
+                max_live: self.runtime.max_live(),
+            });
+        };
         let session = Session::new(handover.request, self.runtime.session_config().clone());
         let admission = self
             .runtime
@@ -65,7 +72,7 @@ impl Handovers for AppHandovers {
             .map_err(service_error)?;
         if let Admission::Started(id) = admission {
             self.runtime.metrics().started.inc();
-            self.runtime.drive(id, true);
+            self.runtime.drive(id, true, room);
         }
         Ok(admission)
     }

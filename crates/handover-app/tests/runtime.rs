@@ -185,6 +185,7 @@ async fn s41_a_failed_notify_is_retried_and_the_next_message_waits_for_it() {
         inbox_poll: Duration::from_secs(1),
         metrics: Metrics::new(),
         log_text: false,
+        max_live: 1,
     });
     let request = HandoverRequest {
         handover_id: HandoverId::from_random_bytes([4; 16]),
@@ -206,7 +207,12 @@ async fn s41_a_failed_notify_is_retried_and_the_next_message_waits_for_it() {
         .admit(&RequestId::new("r").unwrap(), &session, &address, now())
         .await
         .unwrap();
-    runtime.drive(id, true);
+    let room = runtime.take_room().expect("room for the first handover");
+    assert!(
+        runtime.take_room().is_none(),
+        "max_live 1: no room for a second"
+    );
+    runtime.drive(id, true, room);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while delivered.load(Ordering::SeqCst) < 2 {
         assert!(

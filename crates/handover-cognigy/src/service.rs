@@ -66,6 +66,13 @@ pub enum ServiceError {
     /// The bridge cannot take work right now (store unreachable, shutting down).
     #[error("the bridge is unavailable: {0}")]
     Unavailable(String),
+    /// This instance already drives as many handovers as it may; a new start is refused
+    /// before anything is stored.
+    #[error("this instance drives its limit of {max_live} live handovers")]
+    AtCapacity {
+        /// The limit.
+        max_live: usize,
+    },
 }
 
 /// The handovers behind the API. The app implements it over its store and runtime; tests

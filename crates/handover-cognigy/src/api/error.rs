@@ -13,6 +13,8 @@ use crate::service::ServiceError;
 pub(crate) struct ApiError {
     status: StatusCode,
     detail: ErrorDetail,
+    /// Seconds for a `Retry-After` header.
+    retry_after: Option<u32>,
 }
 
 impl ApiError {
@@ -25,6 +27,7 @@ impl ApiError {
                 field: None,
                 handover_id: None,
             },
+            retry_after: None,
         }
     }
 
@@ -121,9 +124,24 @@ impl From<ServiceError> for ApiError {
                 "unavailable",
                 format!("The bridge cannot take this now: {reason}"),
             ),
+            ServiceError::AtCapacity { max_live } => {
+                let mut error = Self::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "at_capacity",
+                    format!(
+                        "This instance drives its limit of {max_live} live handovers. \
+                         Nothing was started; try again later or on another instance."
+                    ),
+                );
+                error.retry_after = Some(AT_CAPACITY_RETRY_AFTER_SECS);
+                error
+            }
         }
     }
 }
+
+/// `Retry-After` of an `at_capacity` answer: handovers last minutes, so soon is pointless.
+const AT_CAPACITY_RETRY_AFTER_SECS: u32 = 5;
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -133,6 +151,11 @@ impl IntoResponse for ApiError {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Some(seconds) = self.retry_after {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -197,12 +197,19 @@ pub(crate) fn schedule(shared: &Arc<Shared>, followups: Vec<Followup>) {
                     let reply = agent.reply_template.replace("{text}", &text);
                     let mut world = shared.world();
                     let content = crate::world::AgentContent::Text(reply);
-                    if world
-                        .agent_sends(now_ms(), &conversation, content, "Agent")
-                        .is_ok()
-                        && world.scripted_reply_sent(&conversation, &agent)
-                    {
-                        let _ = world.agent_ends(now_ms(), &conversation);
+                    match world.agent_sends(now_ms(), &conversation, content, "Agent") {
+                        Ok(_) => {
+                            if world.scripted_reply_sent(&conversation, &agent) {
+                                let _ = world.agent_ends(now_ms(), &conversation);
+                            }
+                        }
+                        // Say so: a benchmark or test waiting for this reply must be able to
+                        // tell a skipped reply from a lost one.
+                        Err(error) => tracing::warn!(
+                            %conversation,
+                            message = %error.message,
+                            "scripted reply skipped"
+                        ),
                     }
                 }
             }
