@@ -245,10 +245,12 @@ impl Runtime {
             }
         }
         if left > 0 {
-            tracing::warn!(
+            // Some of them may be driven by other instances: this one cannot tell without
+            // trying, so it says what it left, not that they wait.
+            tracing::info!(
                 left,
                 max_live = self.max_live(),
-                "at capacity: live handovers are left for another instance or a later scan"
+                "at capacity: live handovers not driven here were not tried"
             );
         }
         Ok(tried)
