@@ -471,6 +471,12 @@ impl Config {
         if self.store.lease_ttl_secs < 3 {
             return Err(invalid("store.lease_ttl_secs", "must be at least 3"));
         }
+        if self.api.max_live_handovers == Some(0) {
+            return Err(invalid(
+                "api.max_live_handovers",
+                "must be at least 1 (leave it out to follow the open-file limit)",
+            ));
+        }
         for (index, key) in self.api.keys.iter().enumerate() {
             ApiKey::new(&key.name, key.key.expose())
                 .map_err(|error| invalid(format!("api.keys[{index}].key"), error.to_string()))?;

@@ -136,6 +136,8 @@ fn a_bad_value_is_refused_with_the_key_and_without_the_secret() {
     assert!(!message.contains("short-secret"), "{message}");
     let message = error_of("", &[("HANDOVER_STORE__LEASE_TTL_SECS", "1")]);
     assert!(message.contains("store.lease_ttl_secs"), "{message}");
+    let message = error_of("", &[("HANDOVER_API__MAX_LIVE_HANDOVERS", "0")]);
+    assert!(message.contains("api.max_live_handovers"), "{message}");
     let message = error_of(
         "",
         &[(
