@@ -75,10 +75,11 @@ fn now_us() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
 
-/// A relay the load goes through: the bridge or the floor.
-/// Descriptors a bridge needs besides its streams, under load.
+/// Descriptors a bridge needs besides its streams, under load: the bridge's own default
+/// (`handover_app::app::DESCRIPTORS_KEPT`), beyond which it refuses starts.
 const FD_MARGIN: u64 = 2_000;
 
+/// A relay the load goes through: the bridge or the floor.
 struct Target {
     name: &'static str,
     url: String,
