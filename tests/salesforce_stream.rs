@@ -1,7 +1,8 @@
 //! The Salesforce adapter's event stream against the MIAW sandbox: decoding real events,
-//! resuming after drops with Last-Event-Id, garbled framing, and a thousand streams at once.
+//! resuming after drops with Last-Event-Id, garbled framing, a thousand streams at once, and
+//! streams sharing HTTP/2 connections.
 
-#![allow(clippy::unwrap_used)]
+#![allow(clippy::unwrap_used, clippy::wildcard_enum_match_arm)]
 
 mod support;
 
@@ -10,7 +11,7 @@ use std::time::Duration;
 
 use handover_core::ports::EventStream as _;
 use handover_core::*;
-use handover_salesforce::MiawClient;
+use handover_salesforce::{HttpSettings, HttpVersion, MiawClient, MiawConfig, Transport};
 use miaw_sandbox::SandboxConfig;
 use serde_json::json;
 use support::Miaw;
@@ -261,4 +262,123 @@ async fn a_thousand_streams_with_drops_lose_and_duplicate_nothing() {
     }
     assert_eq!(totals["seen"], STREAMS * expected_per_stream);
     assert_eq!(totals["lost or duplicated"], 0);
+}
+
+/// A client for `miaw`'s sandbox speaking HTTP/2 only, with at most `per_connection` streams
+/// on a connection, and the transport to watch its connections.
+fn http2_client(
+    miaw: &Miaw,
+    per_connection: usize,
+    stream_open_timeout: Duration,
+) -> (MiawClient, Transport) {
+    let transport = Transport::new(HttpSettings {
+        version: HttpVersion::Http2,
+        streams_per_connection: per_connection,
+        ..HttpSettings::default()
+    })
+    .unwrap();
+    let mut config = MiawConfig::new(
+        miaw.sandbox.url(),
+        miaw_sandbox::DEFAULT_ORG_ID,
+        miaw_sandbox::DEFAULT_DEVELOPER_NAME,
+    );
+    config.stream_open_timeout = stream_open_timeout;
+    let client = MiawClient::with_transport(config.validated().unwrap(), &transport);
+    (client, transport)
+}
+
+/// Each subject's stream, once `text` was sent to its conversation, carries that text.
+async fn each_stream_gets_its_own_message(
+    miaw: &Miaw,
+    subjects: &[(AccessToken, ConversationId)],
+    streams: &mut [handover_salesforce::SseConnection],
+) {
+    for (index, (_, conversation)) in subjects.iter().enumerate() {
+        miaw.act(conversation, "accept", json!({})).await;
+        miaw.act(
+            conversation,
+            "messages",
+            json!({ "text": format!("to {index}") }),
+        )
+        .await;
+    }
+    for (index, stream) in streams.iter_mut().enumerate() {
+        // 2 entries on create, 2 on accept, then the message.
+        let (entries, ended) = read(stream, 5).await;
+        assert!(!ended);
+        let texts: Vec<String> = entries
+            .iter()
+            .filter_map(|(_, entry)| match &entry.payload {
+                EntryPayload::Message(MessageContent::Text(text)) => Some(text.clone()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(texts, vec![format!("to {index}")], "stream {index}");
+        assert!(
+            entries
+                .iter()
+                .all(|(_, entry)| entry.conversation_id == subjects[index].1)
+        );
+    }
+}
+
+#[tokio::test]
+async fn event_streams_over_http2_share_connections_and_each_keeps_its_own_events() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let (client, transport) = http2_client(&miaw, 4, Duration::from_secs(5));
+    let mut subjects = Vec::new();
+    for _ in 0..10 {
+        subjects.push(setup(&miaw).await);
+    }
+    let mut streams = Vec::new();
+    for (token, _) in &subjects {
+        // Prior knowledge: this succeeds only if the sandbox answered in HTTP/2.
+        streams.push(client.connect(token, None).await.unwrap());
+    }
+    let pool = transport.streams();
+    assert_eq!((pool.connections(), pool.streams()), (3, 10), "4 + 4 + 2");
+    each_stream_gets_its_own_message(&miaw, &subjects, &mut streams).await;
+    // Streams that end give their places back; the connections without a stream close.
+    streams.truncate(3);
+    assert_eq!((pool.connections(), pool.streams()), (1, 3));
+    drop(streams);
+    assert_eq!((pool.connections(), pool.streams()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_server_taking_fewer_http2_streams_than_wanted_costs_one_slow_open_not_a_stream() {
+    // The sandbox takes 3 streams a connection; the client would put 5 on one.
+    let miaw = Miaw::start(SandboxConfig {
+        http2_max_concurrent_streams: Some(3),
+        ..SandboxConfig::default()
+    })
+    .await;
+    let (client, transport) = http2_client(&miaw, 5, Duration::from_secs(1));
+    let mut subjects = Vec::new();
+    for _ in 0..7 {
+        subjects.push(setup(&miaw).await);
+    }
+    let mut streams = Vec::new();
+    let mut failures = Vec::new();
+    for (index, (token, _)) in subjects.iter().enumerate() {
+        // As the session does: a stream that did not open is opened again.
+        let mut attempts = 0;
+        let stream = loop {
+            attempts += 1;
+            assert!(attempts <= 3, "stream {index} never opened");
+            match client.connect(token, None).await {
+                Ok(stream) => break stream,
+                Err(error) => failures.push((index, error.to_string())),
+            }
+        };
+        streams.push(stream);
+    }
+    // Only the fourth stream waited, for the first connection; it and every later one
+    // went to connections that take 3 at most.
+    assert_eq!(failures.len(), 1, "{failures:?}");
+    assert_eq!(failures[0].0, 3, "{failures:?}");
+    assert!(failures[0].1.contains("in time"), "{failures:?}");
+    let pool = transport.streams();
+    assert_eq!((pool.connections(), pool.streams()), (3, 7), "3 + 3 + 1");
+    each_stream_gets_its_own_message(&miaw, &subjects, &mut streams).await;
 }

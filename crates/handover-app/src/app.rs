@@ -13,7 +13,7 @@ use axum::routing::get;
 use handover_cognigy::CognigyClient;
 use handover_cognigy::api::{self, ApiConfig, ApiKey};
 use handover_core::ports::{SalesforcePort, SessionStore};
-use handover_salesforce::{MiawClient, MiawConfig, SharedSlots, TokenPacer};
+use handover_salesforce::{MiawClient, MiawConfig, SharedSlots, TokenPacer, Transport};
 use handover_store::{Keyring, MemoryStore, SqlBackend, SqlStore};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -86,6 +86,8 @@ impl App {
             Lists::Sql(store) => store.clone(),
         };
         let http = reqwest_client()?;
+        let transport = Transport::new(config.http_settings())
+            .map_err(|e| anyhow::anyhow!("salesforce.{}: {}", e.field, e.problem))?;
         // Token requests are paced per org (Salesforce counts them per org); on PostgreSQL
         // every instance books its turns in the store, so the rate holds for the fleet.
         let slots: Option<Arc<dyn SharedSlots>> = match &lists {
@@ -124,7 +126,7 @@ impl App {
                 .clone();
             deployments.insert(
                 name.clone(),
-                Arc::new(MiawClient::with_pacer(miaw, http.clone(), pacer)),
+                Arc::new(MiawClient::with_pacer(miaw, &transport, pacer)),
             );
         }
         let default_deployment = config
@@ -140,7 +142,11 @@ impl App {
             .instance_id
             .clone()
             .unwrap_or_else(|| format!("instance-{}", random_hex()));
-        let max_live = max_live_handovers(config.api.max_live_handovers, open_file_limit());
+        let max_live = max_live_handovers(
+            config.api.max_live_handovers,
+            open_file_limit(),
+            config.http_settings().streams_per_socket(),
+        );
         metrics
             .max_live
             .set(i64::try_from(max_live).unwrap_or(i64::MAX));
@@ -180,7 +186,11 @@ impl App {
                 "/metrics",
                 get(move || {
                     let metrics = metrics.clone();
+                    let connections = transport.streams().connections();
                     async move {
+                        metrics
+                            .stream_connections
+                            .set(i64::try_from(connections).unwrap_or(i64::MAX));
                         (
                             [(
                                 "content-type",
@@ -362,13 +372,20 @@ pub fn open_file_limit() -> Option<u64> {
 }
 
 /// The most handovers to drive at once: `configured` if set, else what `open_files` leaves
-/// after [`DESCRIPTORS_KEPT`] (each live handover holds its stream's socket), and half of
-/// `open_files` when it is small. A configured figure above the derived one is kept, with a
-/// warning: the store would run out of descriptors before the limit is reached.
-pub fn max_live_handovers(configured: Option<usize>, open_files: Option<u64>) -> usize {
+/// after [`DESCRIPTORS_KEPT`] (and half of `open_files` when it is small), times the event
+/// streams that share a socket for sure (`streams_per_socket`: 1 unless HTTP/2 is required,
+/// since each live handover holds its stream). A configured figure above the derived one is
+/// kept, with a warning: the store would run out of descriptors before the limit is reached.
+pub fn max_live_handovers(
+    configured: Option<usize>,
+    open_files: Option<u64>,
+    streams_per_socket: usize,
+) -> usize {
     let derived = open_files.map(|limit| {
         let kept = DESCRIPTORS_KEPT.min(limit / 2);
-        usize::try_from(limit - kept).unwrap_or(usize::MAX)
+        usize::try_from(limit - kept)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(streams_per_socket.max(1))
     });
     match (configured, derived) {
         (Some(configured), Some(derived)) => {
@@ -415,16 +432,21 @@ mod tests {
     #[test]
     fn the_live_handover_limit_follows_the_open_file_limit_unless_configured() {
         // What the descriptors leave after the store's share.
-        assert_eq!(max_live_handovers(None, Some(20_000)), 18_000);
-        assert_eq!(max_live_handovers(None, Some(1_048_576)), 1_046_576);
+        assert_eq!(max_live_handovers(None, Some(20_000), 1), 18_000);
+        assert_eq!(max_live_handovers(None, Some(1_048_576), 1), 1_046_576);
         // A small limit (a shell's default 1,024) keeps half for the rest.
-        assert_eq!(max_live_handovers(None, Some(1_024)), 512);
-        assert_eq!(max_live_handovers(None, Some(0)), 0);
+        assert_eq!(max_live_handovers(None, Some(1_024), 1), 512);
+        assert_eq!(max_live_handovers(None, Some(0), 1), 0);
         // A configured figure wins, above the derived one too (with a warning).
-        assert_eq!(max_live_handovers(Some(50), Some(20_000)), 50);
-        assert_eq!(max_live_handovers(Some(30_000), Some(20_000)), 30_000);
-        assert_eq!(max_live_handovers(Some(7), None), 7);
+        assert_eq!(max_live_handovers(Some(50), Some(20_000), 1), 50);
+        assert_eq!(max_live_handovers(Some(30_000), Some(20_000), 1), 30_000);
+        assert_eq!(max_live_handovers(Some(7), None, 1), 7);
         // Unknown limit, nothing configured: no limit.
-        assert_eq!(max_live_handovers(None, None), usize::MAX);
+        assert_eq!(max_live_handovers(None, None, 1), usize::MAX);
+        // With HTTP/2 required, a socket carries that many streams.
+        assert_eq!(max_live_handovers(None, Some(20_000), 100), 1_800_000);
+        assert_eq!(max_live_handovers(None, Some(1_024), 100), 51_200);
+        assert_eq!(max_live_handovers(Some(25_000), Some(20_000), 100), 25_000);
+        assert_eq!(max_live_handovers(None, Some(u64::MAX), 100), usize::MAX);
     }
 }

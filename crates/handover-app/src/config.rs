@@ -13,7 +13,7 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use handover_cognigy::api::ApiKey;
 use handover_cognigy::{CognigyConfig, EndpointRoutes};
 use handover_core::SessionConfig;
-use handover_salesforce::{AttachmentPolicy, MiawConfig};
+use handover_salesforce::{AttachmentPolicy, HttpSettings, HttpVersion, MiawConfig};
 use serde::{Deserialize, Serialize};
 
 /// A secret from the configuration: kept, never shown.
@@ -244,6 +244,24 @@ pub struct SalesforceSection {
     /// org). Instances sharing a PostgreSQL store keep this rate together; on SQLite (one
     /// instance) the process keeps it.
     pub token_requests_per_minute: u32,
+    /// `auto` (HTTP/2 where the server offers it over TLS), `http1` or `http2` (required,
+    /// over plain `http://` too).
+    pub http_version: HttpVersionSetting,
+    /// Event streams one HTTP/2 connection carries at most.
+    pub streams_per_connection: usize,
+}
+
+/// `salesforce.http_version`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HttpVersionSetting {
+    /// HTTP/2 when the server offers it in the TLS handshake, HTTP/1.1 otherwise.
+    #[default]
+    Auto,
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/2 only (prior knowledge over plain `http://`).
+    Http2,
 }
 
 impl Default for SalesforceSection {
@@ -259,6 +277,8 @@ impl Default for SalesforceSection {
             stream_watchdog_secs: core.stream_watchdog.as_secs(),
             request_timeout_ms: 10_000,
             token_requests_per_minute: 180,
+            http_version: HttpVersionSetting::Auto,
+            streams_per_connection: HttpSettings::default().streams_per_connection,
         }
     }
 }
@@ -432,6 +452,12 @@ impl Config {
                 "must be at least 1 (Salesforce allows 200 per org and minute)",
             ));
         }
+        if self.salesforce.streams_per_connection == 0 {
+            return Err(invalid(
+                "salesforce.streams_per_connection",
+                "must be at least 1 (servers should allow 100 concurrent HTTP/2 streams)",
+            ));
+        }
         for (index, host) in self.attachments.allowed_hosts.iter().enumerate() {
             let name = host.strip_prefix("*.").unwrap_or(host);
             let plain = !name.is_empty()
@@ -546,6 +572,19 @@ impl Config {
             safety_poll_interval: Duration::from_secs(salesforce.safety_poll_secs),
             stream_watchdog: Duration::from_secs(salesforce.stream_watchdog_secs),
             ..SessionConfig::default()
+        }
+    }
+
+    /// How the Salesforce adapter connects (every deployment shares its connections).
+    pub fn http_settings(&self) -> HttpSettings {
+        HttpSettings {
+            version: match self.salesforce.http_version {
+                HttpVersionSetting::Auto => HttpVersion::Auto,
+                HttpVersionSetting::Http1 => HttpVersion::Http1,
+                HttpVersionSetting::Http2 => HttpVersion::Http2,
+            },
+            streams_per_connection: self.salesforce.streams_per_connection,
+            ..HttpSettings::default()
         }
     }
 

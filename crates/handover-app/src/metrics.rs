@@ -42,6 +42,8 @@ pub struct Metrics {
     pub starts_refused_at_capacity: Counter,
     /// The most handovers this instance drives at once.
     pub max_live: Gauge,
+    /// Connections carrying event streams (read at each scrape).
+    pub stream_connections: Gauge,
     /// Seconds from an agent entry's arrival to its Notify, and from a user message's intake
     /// to Salesforce's acceptance.
     pub relay_seconds: Family<Direction, Histogram>,
@@ -102,6 +104,12 @@ impl Metrics {
             "max_live",
             "The most handovers this instance drives at once",
             max_live.clone(),
+        );
+        let stream_connections = Gauge::default();
+        registry.register(
+            "stream_connections",
+            "Connections carrying event streams (over HTTP/2, up to salesforce.streams_per_connection each)",
+            stream_connections.clone(),
         );
         let relay_seconds = Family::<Direction, Histogram>::new_with_constructor(|| {
             Histogram::new([
@@ -167,6 +175,7 @@ impl Metrics {
             started,
             starts_refused_at_capacity,
             max_live,
+            stream_connections,
             relay_seconds,
             stream_reconnects,
             backfilled_entries,

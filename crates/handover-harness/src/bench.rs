@@ -55,6 +55,11 @@ pub(crate) struct BenchArgs {
     /// Skip the throughput search.
     #[arg(long)]
     no_throughput: bool,
+    /// The bridge's `salesforce.http_version` towards the sandbox: `http2` multiplexes the
+    /// event streams (100 on a connection), `http1` holds a socket per stream (the sandbox
+    /// is plain `http://`, where `auto` means HTTP/1.1).
+    #[arg(long, default_value = "http2", value_parser = ["auto", "http1", "http2"])]
+    http_version: String,
     /// Write the report here too (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -664,7 +669,13 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         miaw_url: miaw.url.clone(),
         org_id: ORG_ID.to_owned(),
         developer_name: DEPLOYMENT.to_owned(),
-        salesforce: vec![("token_requests_per_minute".to_owned(), "1000000".to_owned())],
+        salesforce: vec![
+            ("token_requests_per_minute".to_owned(), "1000000".to_owned()),
+            (
+                "http_version".to_owned(),
+                format!("{:?}", args.http_version),
+            ),
+        ],
         lease_ttl_secs: 30,
         log_level: "warn".to_owned(),
     };
@@ -795,10 +806,16 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
         if level < handovers.len() {
             continue;
         }
-        // Each stream is a socket in the bridge and one in the sandbox, both capped at the
-        // fd limit; keep a margin for the HTTP pools, the store and the listener (19,000
-        // streams under a limit of 20,000 ran the bridge out of descriptors).
-        if level as u64 + FD_MARGIN > fd_limit {
+        // Over HTTP/1.1 each stream is a socket in the bridge and one in the sandbox, both
+        // capped at the fd limit; keep a margin for the HTTP pools, the store and the
+        // listener (19,000 streams under a limit of 20,000 ran the bridge out of
+        // descriptors). Over HTTP/2 a hundred streams share a socket.
+        let sockets = if args.http_version == "http2" {
+            level.div_ceil(100)
+        } else {
+            level
+        };
+        if sockets as u64 + FD_MARGIN > fd_limit {
             skipped.push(level);
             continue;
         }
@@ -958,6 +975,11 @@ impl Report<'_> {
             "- Machine: {}; open-file limit {}",
             machine(),
             self.fd_limit
+        )?;
+        writeln!(
+            out,
+            "- Bridge to sandbox: `salesforce.http_version = \"{}\"`; the floor relay speaks HTTP/1.1",
+            a.http_version
         )?;
         writeln!(
             out,
@@ -1127,7 +1149,7 @@ impl Report<'_> {
         for level in &self.skipped {
             writeln!(
                 out,
-                "| {level} | not run: each stream needs a socket in the bridge and in the sandbox, and the open-file limit here is {} (the hard limit; raising it needs privileges this machine does not give) | | | | | | | |",
+                "| {level} | not run: its sockets (one per stream over HTTP/1.1, one per 100 over HTTP/2) and a margin of {FD_MARGIN} exceed the open-file limit here, {} (the hard limit; raising it needs privileges this machine does not give) | | | | | | | |",
                 self.fd_limit
             )?;
         }

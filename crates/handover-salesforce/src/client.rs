@@ -24,13 +24,14 @@ use crate::attachments::AttachmentRefused;
 use crate::config::{MiawConfig, MiawConfigError};
 use crate::decode;
 use crate::error::SalesforceError;
+use crate::http::{HttpSettings, Transport};
 use crate::pacing::{TokenPacer, Turn};
 use crate::stream::SseConnection;
 use crate::wire;
 
 const API: &str = "/iamessage/api/v2";
 
-/// A MIAW client for one deployment. Cheap to clone; clones share one HTTP connection pool.
+/// A MIAW client for one deployment. Cheap to clone; clones share one [`Transport`].
 #[derive(Clone)]
 pub struct MiawClient {
     inner: Arc<Inner>,
@@ -38,6 +39,7 @@ pub struct MiawClient {
 
 struct Inner {
     http: reqwest::Client,
+    transport: Transport,
     mints: Arc<TokenPacer>,
     /// For user files only (see `download`); `None` if it could not be built.
     downloads: Option<reqwest::Client>,
@@ -59,31 +61,27 @@ impl std::fmt::Debug for MiawClient {
 pub type Receipt = Acknowledgement;
 
 impl MiawClient {
-    /// A client with its own connection pool.
+    /// A client with its own connections, speaking HTTP/2 where the server offers it.
     pub fn new(config: MiawConfig) -> Result<Self, MiawConfigError> {
         let config = config.validated()?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|_| MiawConfigError {
-                field: "base_url",
-                problem: "the HTTP client could not be built",
-            })?;
-        Ok(Self::with_http(config, http))
+        let transport = Transport::new(HttpSettings {
+            connect_timeout: config.connect_timeout,
+            ..HttpSettings::default()
+        })?;
+        Ok(Self::with_transport(config, &transport))
     }
 
-    /// A client sharing `http`'s connection pool (one pool for every deployment), pacing its
-    /// token requests by itself at `config.token_requests_per_minute`. `config` must come from
-    /// [`MiawConfig::validated`].
-    pub fn with_http(config: MiawConfig, http: reqwest::Client) -> Self {
+    /// A client sharing `transport`'s connections (one transport for every deployment),
+    /// pacing its token requests by itself at `config.token_requests_per_minute`. `config`
+    /// must come from [`MiawConfig::validated`].
+    pub fn with_transport(config: MiawConfig, transport: &Transport) -> Self {
         let mints = Arc::new(TokenPacer::local(config.token_requests_per_minute));
-        Self::with_pacer(config, http, mints)
+        Self::with_pacer(config, transport, mints)
     }
 
     /// A client whose token requests wait their turn in `mints`: share one pacer between
     /// the deployments of an org, and give it the shared schedule when several instances run.
-    pub fn with_pacer(config: MiawConfig, http: reqwest::Client, mints: Arc<TokenPacer>) -> Self {
+    pub fn with_pacer(config: MiawConfig, transport: &Transport, mints: Arc<TokenPacer>) -> Self {
         // A client of its own for user files: it checks every redirect against the policy
         // and resolves names to public addresses only (see `attachments`).
         let downloads = config
@@ -93,7 +91,8 @@ impl MiawClient {
             .ok();
         Self {
             inner: Arc::new(Inner {
-                http,
+                http: transport.rest().clone(),
+                transport: transport.clone(),
                 mints,
                 downloads,
                 config,
@@ -541,9 +540,14 @@ impl MiawClient {
         let config = &self.inner.config;
         // A fresh cache-busting parameter per attempt, as Salesforce's own client does: some
         // proxies replay a cached event stream otherwise.
-        let mut request = self
-            .inner
-            .http
+        // A place on a connection of the streams' own (see `http`): over HTTP/2 a stream
+        // must not wait behind the server's limit of concurrent streams.
+        let (http, lease) = self.inner.transport.streams().lease().map_err(|_| {
+            SalesforceError::Transport(
+                "the event stream's HTTP client could not be built".to_owned(),
+            )
+        })?;
+        let mut request = http
             .get(self.url(&format!("/eventrouter/v1/sse?_ts={}", fastrand::u64(..))))
             .bearer_auth(token.expose_secret())
             .header("Accept", "text/event-stream")
@@ -552,12 +556,17 @@ impl MiawClient {
         if let Some(id) = last_event_id {
             request = request.header("Last-Event-Id", id.as_str());
         }
-        let response = tokio::time::timeout(config.stream_open_timeout, Self::send(request))
-            .await
-            .map_err(|_| {
-                SalesforceError::Transport("the event stream did not answer in time".to_owned())
-            })??;
-        Ok(SseConnection::new(response))
+        let response =
+            match tokio::time::timeout(config.stream_open_timeout, Self::send(request)).await {
+                Ok(response) => response?,
+                Err(_) => {
+                    lease.saturated();
+                    return Err(SalesforceError::Transport(
+                        "the event stream did not answer in time".to_owned(),
+                    ));
+                }
+            };
+        Ok(SseConnection::new(response, lease))
     }
 }
 

@@ -11,6 +11,7 @@ use handover_core::ports::EventStream;
 use handover_core::{EventId, StreamEvent};
 
 use crate::decode::decode_stream_event;
+use crate::http::Lease;
 
 type Events = Pin<Box<dyn Stream<Item = Result<Event, EventStreamError<ByteError>>> + Send>>;
 
@@ -89,6 +90,8 @@ impl std::fmt::Display for ByteError {
 /// An open event stream.
 pub struct SseConnection {
     events: Events,
+    /// The stream's place on its connection, given back when the stream is dropped.
+    _lease: Option<Lease>,
 }
 
 impl std::fmt::Debug for SseConnection {
@@ -98,12 +101,14 @@ impl std::fmt::Debug for SseConnection {
 }
 
 impl SseConnection {
-    pub(crate) fn new(response: reqwest::Response) -> Self {
-        Self::from_bytes(
+    pub(crate) fn new(response: reqwest::Response, lease: Lease) -> Self {
+        let mut connection = Self::from_bytes(
             response
                 .bytes_stream()
                 .map(|chunk| chunk.map_err(ByteError::Transport)),
-        )
+        );
+        connection._lease = Some(lease);
+        connection
     }
 
     /// The bytes pass through a guard that counts the bytes since the last line break and
@@ -126,6 +131,7 @@ impl SseConnection {
         });
         Self {
             events: Box::pin(guarded.eventsource()),
+            _lease: None,
         }
     }
 }

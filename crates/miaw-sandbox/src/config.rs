@@ -39,6 +39,10 @@ pub struct SandboxConfig {
     /// Send a queue position (and a wait estimate of a minute per place) when a conversation
     /// starts waiting, as an org with "Queue Wait Time and Position" notifications does.
     pub queue_notifications: bool,
+    /// The HTTP/2 limit of concurrent streams on a connection (`SETTINGS_MAX_CONCURRENT_STREAMS`)
+    /// the sandbox announces; hyper's 200 when not set. Lower it to see a client cope with a
+    /// server that takes fewer streams than it wants to put on a connection.
+    pub http2_max_concurrent_streams: Option<u32>,
 }
 
 /// One Embedded Service deployment of type Custom Client.
@@ -143,6 +147,7 @@ impl Default for SandboxConfig {
             identity_issuer: None,
             public_url: None,
             queue_notifications: false,
+            http2_max_concurrent_streams: None,
         }
     }
 }
@@ -206,6 +211,12 @@ impl SandboxConfig {
         }
         if self.ping_interval_ms == 0 {
             return Err(invalid("ping_interval_ms", "must be at least 1 ms"));
+        }
+        if self.http2_max_concurrent_streams == Some(0) {
+            return Err(invalid(
+                "http2_max_concurrent_streams",
+                "must be at least 1 (or left out for hyper's 200)",
+            ));
         }
         Ok(())
     }

@@ -68,11 +68,12 @@ impl Sandbox {
             .public_url
             .clone()
             .unwrap_or_else(|| format!("{scheme}://{address}"));
+        let config_streams = config.http2_max_concurrent_streams;
         let shared = http::Shared::new(world::World::new(config, url.clone()));
         let router = http::router(shared.clone());
         let (shutdown, mut stopped) = watch::channel(false);
-        match tls {
-            None => {
+        match (tls, config_streams) {
+            (None, None) => {
                 tokio::spawn(async move {
                     let served = axum::serve(listener, router)
                         .with_graceful_shutdown(async move {
@@ -84,9 +85,16 @@ impl Sandbox {
                     }
                 });
             }
-            Some(identity) => {
-                let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config()?);
-                tokio::spawn(serve_tls(listener, acceptor, router, stopped));
+            (tls, streams) => {
+                let acceptor = match tls {
+                    Some(identity) => {
+                        Some(tokio_rustls::TlsAcceptor::from(identity.server_config()?))
+                    }
+                    None => None,
+                };
+                tokio::spawn(serve_connections(
+                    listener, acceptor, router, stopped, streams,
+                ));
             }
         }
         Ok(Self {
@@ -124,15 +132,23 @@ impl Drop for Sandbox {
     }
 }
 
-async fn serve_tls(
+/// Serves each connection with hyper's automatic HTTP/1.1-or-HTTP/2 builder: over TLS (ALPN
+/// picks), or in plain text with a set HTTP/2 stream limit.
+async fn serve_connections(
     listener: TcpListener,
-    acceptor: tokio_rustls::TlsAcceptor,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
     router: axum::Router,
     mut stopped: watch::Receiver<bool>,
+    http2_max_concurrent_streams: Option<u32>,
 ) {
     use hyper_util::rt::{TokioExecutor, TokioIo};
     use hyper_util::server::conn::auto::Builder;
     use hyper_util::service::TowerToHyperService;
+    let mut builder = Builder::new(TokioExecutor::new());
+    if let Some(streams) = http2_max_concurrent_streams {
+        builder.http2().max_concurrent_streams(streams);
+    }
+    let builder = Arc::new(builder);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -142,14 +158,24 @@ async fn serve_tls(
             continue;
         };
         let acceptor = acceptor.clone();
+        let builder = builder.clone();
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
-            let Ok(stream) = acceptor.accept(stream).await else {
-                return;
-            };
-            let _ = Builder::new(TokioExecutor::new())
-                .serve_connection(TokioIo::new(stream), service)
-                .await;
+            match acceptor {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+                None => {
+                    let _ = builder
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                }
+            }
         });
     }
 }

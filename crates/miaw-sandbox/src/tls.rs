@@ -50,7 +50,7 @@ impl Identity {
         })
     }
 
-    /// The rustls server configuration (ring provider; HTTP/1.1).
+    /// The rustls server configuration (ring provider; HTTP/2 or HTTP/1.1 by ALPN).
     pub fn server_config(&self) -> anyhow::Result<Arc<ServerConfig>> {
         let certificates: Vec<CertificateDer<'static>> =
             CertificateDer::pem_slice_iter(self.certificate_pem.as_bytes())
@@ -65,7 +65,7 @@ impl Identity {
                 .with_no_client_auth()
                 .with_single_cert(certificates, key)
                 .context("loading the certificate")?;
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
         Ok(Arc::new(config))
     }
 }
