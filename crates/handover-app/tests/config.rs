@@ -138,6 +138,17 @@ fn a_bad_value_is_refused_with_the_key_and_without_the_secret() {
     assert!(message.contains("store.lease_ttl_secs"), "{message}");
     let message = error_of("", &[("HANDOVER_API__MAX_LIVE_HANDOVERS", "0")]);
     assert!(message.contains("api.max_live_handovers"), "{message}");
+    let message = error_of("", &[("HANDOVER_SALESFORCE__STREAMS_PER_CONNECTION", "0")]);
+    assert!(
+        message.contains("salesforce.streams_per_connection"),
+        "{message}"
+    );
+    let message = error_of("", &[("HANDOVER_SALESFORCE__HTTP_VERSION", "http3")]);
+    // figment names an environment variable's key as it was spelled.
+    assert!(
+        message.to_lowercase().contains("salesforce.http_version") && message.contains("http2"),
+        "{message}"
+    );
     let message = error_of(
         "",
         &[(

@@ -165,6 +165,9 @@ struct Phase {
     /// Messages not seen at the other side 30 s after the phase's last send (late, or lost:
     /// the benchmark does not wait longer to tell which).
     lost: usize,
+    /// Agent texts notified whose post `miaw-sandbox` never reported in its timings: they
+    /// arrived, but have no latency (not counted lost).
+    untimed: usize,
     /// API or control calls that failed.
     errors: usize,
     /// CPU of the relay's process during the phase, in % of one core.
@@ -506,13 +509,20 @@ impl Bench {
         loop {
             self.collect().await?;
             let records = self.records.lock().await;
+            // An agent text waits for its post's timing too, not only for its Notify: a
+            // collection reads the sandbox's timings before Cognigy's calls, so a reply
+            // posted and notified between the two reads shows its Notify first. Stopping
+            // there left it without a latency, counted as unarrived (the "unarrived"
+            // oddity of the earlier runs).
             let pending = user_sent
                 .iter()
                 .filter(|(t, _)| !records.user.contains_key(t))
                 .count()
                 + agent_texts
                     .iter()
-                    .filter(|t| !records.notified.contains_key(*t))
+                    .filter(|t| {
+                        !records.notified.contains_key(*t) || !records.agent.contains_key(*t)
+                    })
                     .count();
             if pending == 0 || Instant::now() > deadline {
                 break;
@@ -522,11 +532,19 @@ impl Bench {
         }
         let records = self.records.lock().await;
         let mut lost = 0;
+        let mut untimed = 0;
         let mut a2u = Vec::with_capacity(agent_texts.len());
         for text in &agent_texts {
             match (records.agent.get(text), records.notified.get(text)) {
                 (Some(posted), Some(notified)) => a2u.push(notified.saturating_sub(*posted)),
-                (posted, _) => {
+                (None, Some(_)) => {
+                    untimed += 1;
+                    eprintln!(
+                        "bench: {tag}: agent text {text:?} notified, but its post is not in \
+                         miaw-sandbox's timings"
+                    );
+                }
+                (posted, None) => {
                     lost += 1;
                     // Say which, so that a late or lost text can be traced in the logs.
                     eprintln!(
@@ -557,6 +575,7 @@ impl Bench {
             agent_to_user: Latency::of(a2u),
             user_to_agent: Latency::of(u2a),
             lost,
+            untimed,
             errors: usize::try_from(errors.load(Ordering::Relaxed)).unwrap_or(usize::MAX),
             cpu: (ticks_after - ticks_before) as f64 / TICKS_PER_SECOND / busy.as_secs_f64()
                 * 100.0,
@@ -1056,6 +1075,13 @@ impl Report<'_> {
                 ours.cpu,
                 theirs.cpu,
             )?;
+            if ours.untimed + theirs.untimed > 0 {
+                writeln!(
+                    out,
+                    "  (notified but untimed, so not in the latency figures: {} and {})",
+                    ours.untimed, theirs.untimed
+                )?;
+            }
         }
         writeln!(out)?;
         writeln!(

@@ -934,14 +934,22 @@ impl World {
             vec![entry_id],
         );
         if let Some(conversation) = self.conversations.get(conversation_id)
-            && conversation.agent.is_some()
             && let Some(agent) = self.scripted.get(&conversation.developer_name)
         {
-            followups.push(Followup::Reply {
-                conversation: conversation_id.to_owned(),
-                text,
-                agent: agent.clone(),
-            });
+            if conversation.agent.is_some() {
+                followups.push(Followup::Reply {
+                    conversation: conversation_id.to_owned(),
+                    text,
+                    agent: agent.clone(),
+                });
+            } else {
+                // Say so: a benchmark waiting for the reply must be able to tell why none came.
+                tracing::info!(
+                    conversation = conversation_id,
+                    session = conversation.session,
+                    "no agent assigned yet: no scripted reply to this message"
+                );
+            }
         }
         let response =
             json!({ "conversationEntries": [{ "id": message_id, "clientTimestamp": now_ms }] });

@@ -109,4 +109,16 @@ fn a_bad_configuration_is_refused_naming_the_setting() {
         !output.status.success() && stderr.contains("ping_interval"),
         "{stderr}"
     );
+
+    std::fs::write(&config, "http2_max_concurrent_streams = 0\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_miaw-sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        !output.status.success() && stderr.contains("http2_max_concurrent_streams"),
+        "{stderr}"
+    );
 }
