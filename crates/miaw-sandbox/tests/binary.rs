@@ -79,46 +79,32 @@ accept_after_ms = 10
     assert_eq!(status, reqwest::StatusCode::OK);
 }
 
+/// Runs the binary with `config` as its file; it must refuse to start, naming `key`.
+fn refused_naming(dir: &std::path::Path, config: &str, key: &str) {
+    let path = dir.join("bad.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_miaw-sandbox"))
+        .args(["--listen", "127.0.0.1:0", "--config"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success() && stderr.contains(key), "{stderr}");
+}
+
 #[test]
 fn a_bad_configuration_is_refused_naming_the_setting() {
     let dir = std::env::temp_dir().join(format!("miaw-sandbox-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let config = dir.join("bad.toml");
-    std::fs::write(
-        &config,
+    refused_naming(
+        &dir,
         "[[deployments]]\norg_id = \"00D123\"\ndeveloper_name = \"X\"\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_miaw-sandbox"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("deployments[0].org_id"), "{stderr}");
-
-    std::fs::write(&config, "ping_interval = 5\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_miaw-sandbox"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains("ping_interval"),
-        "{stderr}"
+        "deployments[0].org_id",
     );
-
-    std::fs::write(&config, "http2_max_concurrent_streams = 0\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_miaw-sandbox"))
-        .args(["--listen", "127.0.0.1:0", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        !output.status.success() && stderr.contains("http2_max_concurrent_streams"),
-        "{stderr}"
+    refused_naming(&dir, "ping_interval = 5\n", "ping_interval");
+    refused_naming(
+        &dir,
+        "http2_max_concurrent_streams = 0\n",
+        "http2_max_concurrent_streams",
     );
 }
