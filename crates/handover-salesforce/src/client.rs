@@ -542,7 +542,7 @@ impl MiawClient {
         // proxies replay a cached event stream otherwise.
         // A place on a connection of the streams' own (see `http`): over HTTP/2 a stream
         // must not wait behind the server's limit of concurrent streams.
-        let (http, lease) = self.inner.transport.streams().lease().map_err(|_| {
+        let (http, mut lease) = self.inner.transport.streams().lease().map_err(|_| {
             SalesforceError::Transport(
                 "the event stream's HTTP client could not be built".to_owned(),
             )
@@ -566,6 +566,7 @@ impl MiawClient {
                     ));
                 }
             };
+        lease.opened();
         Ok(SseConnection::new(response, lease))
     }
 }

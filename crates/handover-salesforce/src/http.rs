@@ -9,10 +9,11 @@
 //! live handover's stream never does. So [`StreamConnections`] spreads the streams over
 //! connections of its own, at most [`HttpSettings::streams_per_connection`] on each, and
 //! opens another connection when all are full. RFC 9113 §6.5.2 recommends that servers allow
-//! at least 100 concurrent streams, the default here. A connection that does not open a
-//! stream in time takes no more streams than it carries, and connections opened later take
-//! no more than that either: a server with a lower limit costs one slow stream open, not a
-//! handover that never connects.
+//! at least 100 concurrent streams, the default here. A connection on which a stream does not
+//! open in time, while others opened on it, takes no more streams than those: a server with a
+//! lower limit costs one slow stream open per connection, not a handover that never connects.
+//! What one connection learned is not passed on to the next: a slow server (an outage) could
+//! otherwise shrink every later connection for good, down to a stream each.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -130,9 +131,9 @@ impl Transport {
 /// The connections of the event streams (see the module's doc).
 pub struct StreamConnections {
     settings: HttpSettings,
-    /// What a new connection may carry: `streams_per_connection`, or less once a connection
-    /// showed the server's limit to be lower.
-    learned: Arc<AtomicUsize>,
+    /// What a new connection may carry: `streams_per_connection`, or everything over
+    /// HTTP/1.1 only (a client opens a connection per stream there anyway).
+    cap: usize,
     slots: Mutex<Vec<Slot>>,
 }
 
@@ -152,28 +153,40 @@ struct Slot {
 }
 
 struct Usage {
+    /// Places taken: streams open and streams being opened.
     live: AtomicUsize,
+    /// Streams that opened (the server answered).
+    opened: AtomicUsize,
     cap: AtomicUsize,
 }
 
 /// A stream's place on a connection, given back when the stream is dropped.
 pub(crate) struct Lease {
     usage: Arc<Usage>,
-    learned: Arc<AtomicUsize>,
+    opened: bool,
 }
 
 impl Lease {
-    /// The connection did not open this stream in time: the server's limit may be lower than
-    /// ours. The connection takes no more than the other streams it carries, and new
-    /// connections no more than that either.
+    /// The server answered: the stream is open.
+    pub(crate) fn opened(&mut self) {
+        if !self.opened {
+            self.opened = true;
+            self.usage.opened.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The connection did not open this stream in time. If others opened on it, the
+    /// server's limit may be what they are: the connection takes no more. If none did, the
+    /// server is slow or gone, which says nothing about its limit.
     pub(crate) fn saturated(&self) {
-        let others = self.usage.live.load(Ordering::Relaxed).saturating_sub(1);
-        let cap = others.max(1);
-        let before = self.usage.cap.fetch_min(cap, Ordering::Relaxed);
-        self.learned.fetch_min(cap, Ordering::Relaxed);
-        if cap < before {
+        let opened = self.usage.opened.load(Ordering::Relaxed);
+        if opened == 0 {
+            return;
+        }
+        let before = self.usage.cap.fetch_min(opened, Ordering::Relaxed);
+        if opened < before {
             tracing::warn!(
-                streams = cap,
+                streams = opened,
                 "an event stream did not open in time; its connection takes no more streams \
                  than it carries"
             );
@@ -183,6 +196,9 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
+        if self.opened {
+            self.usage.opened.fetch_sub(1, Ordering::Relaxed);
+        }
         self.usage.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -196,7 +212,7 @@ impl StreamConnections {
         };
         Self {
             settings,
-            learned: Arc::new(AtomicUsize::new(cap)),
+            cap,
             slots: Mutex::new(Vec::new()),
         }
     }
@@ -222,7 +238,8 @@ impl StreamConnections {
                     client: self.settings.client()?,
                     usage: Arc::new(Usage {
                         live: AtomicUsize::new(0),
-                        cap: AtomicUsize::new(self.learned.load(Ordering::Relaxed)),
+                        opened: AtomicUsize::new(0),
+                        cap: AtomicUsize::new(self.cap),
                     }),
                 });
                 slots.len() - 1
@@ -235,7 +252,7 @@ impl StreamConnections {
             slot.client.clone(),
             Lease {
                 usage: slot.usage.clone(),
-                learned: self.learned.clone(),
+                opened: false,
             },
         ))
     }
@@ -305,21 +322,24 @@ mod tests {
     }
 
     #[test]
-    fn a_connection_that_did_not_open_a_stream_takes_no_more_and_new_ones_learn_it() {
+    fn a_connection_that_did_not_open_a_stream_takes_no_more_than_opened_on_it() {
         let pool = pool(HttpVersion::Http2, 10);
         let mut leases: Vec<_> = (0..5).map(|_| pool.lease().unwrap().1).collect();
-        // The fifth stream timed out: the server allows 4 on a connection.
+        for lease in &mut leases[..4] {
+            lease.opened();
+        }
+        // The fifth stream timed out while 4 were open: the server allows 4 a connection.
         leases[4].saturated();
         leases.pop();
-        let more: Vec<_> = (0..6).map(|_| pool.lease().unwrap().1).collect();
-        // 4 on the first, then 4 and 2 on new connections capped at what was learned.
-        assert_eq!((pool.connections(), pool.streams()), (3, 10));
-        drop(more);
-        // A lone stream that times out keeps a place of 1, never 0.
-        leases.clear();
-        let lone = pool.lease().unwrap().1;
-        lone.saturated();
-        assert_eq!(pool.learned.load(Ordering::Relaxed), 1);
+        let _more: Vec<_> = (0..6).map(|_| pool.lease().unwrap().1).collect();
+        // 4 on the first; the next connection starts from the setting again: 6 on it.
+        assert_eq!((pool.connections(), pool.streams()), (2, 10));
+        // A stream that times out where none opened (a slow server) lowers nothing.
+        let pool = self::pool(HttpVersion::Http2, 10);
+        let first = pool.lease().unwrap().1;
+        first.saturated();
+        let _others: Vec<_> = (0..9).map(|_| pool.lease().unwrap().1).collect();
+        assert_eq!((pool.connections(), pool.streams()), (1, 10));
     }
 
     #[test]
