@@ -188,7 +188,7 @@ impl Lease {
             tracing::warn!(
                 streams = opened,
                 "an event stream did not open in time; its connection takes no more streams \
-                 than it carries"
+                 than opened on it"
             );
         }
     }
@@ -266,7 +266,7 @@ impl StreamConnections {
             .count()
     }
 
-    /// Event streams open.
+    /// Event streams open or being opened.
     pub fn streams(&self) -> usize {
         let slots = self.slots.lock().unwrap_or_else(PoisonError::into_inner);
         slots
