@@ -86,7 +86,9 @@ impl App {
             Lists::Sql(store) => store.clone(),
         };
         let http = reqwest_client()?;
-        let transport = Transport::new(config.http_settings())
+        let http_settings = config.http_settings();
+        let streams_per_socket = http_settings.streams_per_socket();
+        let transport = Transport::new(http_settings)
             .map_err(|e| anyhow::anyhow!("salesforce.{}: {}", e.field, e.problem))?;
         // Token requests are paced per org (Salesforce counts them per org); on PostgreSQL
         // every instance books its turns in the store, so the rate holds for the fleet.
@@ -145,7 +147,7 @@ impl App {
         let max_live = max_live_handovers(
             config.api.max_live_handovers,
             open_file_limit(),
-            config.http_settings().streams_per_socket(),
+            streams_per_socket,
         );
         metrics
             .max_live

@@ -246,22 +246,9 @@ pub struct SalesforceSection {
     pub token_requests_per_minute: u32,
     /// `auto` (HTTP/2 where the server offers it over TLS), `http1` or `http2` (required,
     /// over plain `http://` too).
-    pub http_version: HttpVersionSetting,
+    pub http_version: HttpVersion,
     /// Event streams one HTTP/2 connection carries at most.
     pub streams_per_connection: usize,
-}
-
-/// `salesforce.http_version`.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum HttpVersionSetting {
-    /// HTTP/2 when the server offers it in the TLS handshake, HTTP/1.1 otherwise.
-    #[default]
-    Auto,
-    /// HTTP/1.1 only.
-    Http1,
-    /// HTTP/2 only (prior knowledge over plain `http://`).
-    Http2,
 }
 
 impl Default for SalesforceSection {
@@ -277,7 +264,7 @@ impl Default for SalesforceSection {
             stream_watchdog_secs: core.stream_watchdog.as_secs(),
             request_timeout_ms: 10_000,
             token_requests_per_minute: 180,
-            http_version: HttpVersionSetting::Auto,
+            http_version: HttpVersion::Auto,
             streams_per_connection: HttpSettings::default().streams_per_connection,
         }
     }
@@ -452,12 +439,10 @@ impl Config {
                 "must be at least 1 (Salesforce allows 200 per org and minute)",
             ));
         }
-        if self.salesforce.streams_per_connection == 0 {
-            return Err(invalid(
-                "salesforce.streams_per_connection",
-                "must be at least 1 (servers should allow 100 concurrent HTTP/2 streams)",
-            ));
-        }
+        // The adapter's own check, named by the key it came from.
+        self.http_settings()
+            .validated()
+            .map_err(|error| invalid(format!("salesforce.{}", error.field), error.problem))?;
         for (index, host) in self.attachments.allowed_hosts.iter().enumerate() {
             let name = host.strip_prefix("*.").unwrap_or(host);
             let plain = !name.is_empty()
@@ -578,11 +563,7 @@ impl Config {
     /// How the Salesforce adapter connects (every deployment shares its connections).
     pub fn http_settings(&self) -> HttpSettings {
         HttpSettings {
-            version: match self.salesforce.http_version {
-                HttpVersionSetting::Auto => HttpVersion::Auto,
-                HttpVersionSetting::Http1 => HttpVersion::Http1,
-                HttpVersionSetting::Http2 => HttpVersion::Http2,
-            },
+            version: self.salesforce.http_version,
             streams_per_connection: self.salesforce.streams_per_connection,
             ..HttpSettings::default()
         }

@@ -38,7 +38,6 @@ pub struct MiawClient {
 }
 
 struct Inner {
-    http: reqwest::Client,
     transport: Transport,
     mints: Arc<TokenPacer>,
     /// For user files only (see `download`); `None` if it could not be built.
@@ -91,7 +90,6 @@ impl MiawClient {
             .ok();
         Self {
             inner: Arc::new(Inner {
-                http: transport.rest().clone(),
                 transport: transport.clone(),
                 mints,
                 downloads,
@@ -118,7 +116,8 @@ impl MiawClient {
     fn request(&self, method: Method, path: &str, token: Option<&AccessToken>) -> RequestBuilder {
         let mut request = self
             .inner
-            .http
+            .transport
+            .rest()
             .request(method, self.url(path))
             .timeout(self.inner.config.request_timeout);
         if let Some(token) = token {

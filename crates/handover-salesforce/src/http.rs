@@ -21,8 +21,10 @@ use std::time::Duration;
 
 use crate::config::MiawConfigError;
 
-/// Which HTTP version the adapter speaks to Salesforce.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Which HTTP version the adapter speaks to Salesforce (`salesforce.http_version`:
+/// `auto`, `http1`, `http2`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum HttpVersion {
     /// HTTP/2 when the server offers it in the TLS handshake (ALPN), HTTP/1.1 otherwise and
     /// over plain `http://`.
@@ -63,7 +65,7 @@ impl HttpSettings {
         if self.streams_per_connection == 0 {
             return Err(MiawConfigError {
                 field: "streams_per_connection",
-                problem: "must be at least 1",
+                problem: "must be at least 1 (servers should allow 100 concurrent HTTP/2 streams)",
             });
         }
         if self.connect_timeout.is_zero() {
