@@ -10,6 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use handover_core::*;
+use handover_salesforce::EntryWindow;
 use miaw_sandbox::{IdentityKey, SandboxConfig};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -335,7 +336,7 @@ async fn typing_receipts_listings_close_and_end_of_session() {
 
     let entries = miaw
         .client
-        .list_entries(&token, conversation, None, 50)
+        .list_entries(&token, conversation, EntryWindow::default(), 50)
         .await
         .unwrap();
     let times: Vec<_> = entries.iter().map(|e| e.server_time.unwrap()).collect();
@@ -358,12 +359,27 @@ async fn typing_receipts_listings_close_and_end_of_session() {
         }
     );
     // Paging back: the newest two at or before the third.
+    let back = EntryWindow {
+        before: entries[2].server_time,
+        from: None,
+    };
     let page = miaw
         .client
-        .list_entries(&token, conversation, entries[2].server_time, 2)
+        .list_entries(&token, conversation, back, 2)
         .await
         .unwrap();
     assert_eq!(page, entries[1..3]);
+    // Paging forward: the oldest two from the fourth on, still oldest first.
+    let forward = EntryWindow {
+        before: None,
+        from: entries[3].server_time,
+    };
+    let page = miaw
+        .client
+        .list_entries(&token, conversation, forward, 2)
+        .await
+        .unwrap();
+    assert_eq!(page, entries[3..5]);
     assert_eq!(miaw.client.decode_failures(), 0);
 
     miaw.client.end_session(&token, conversation).await.unwrap();

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use handover_core::ports::EventStream as _;
 use handover_core::*;
-use handover_salesforce::{HttpSettings, HttpVersion, MiawClient, MiawConfig, Transport};
+use handover_salesforce::{
+    EntryWindow, HttpSettings, HttpVersion, MiawClient, MiawConfig, Transport,
+};
 use miaw_sandbox::SandboxConfig;
 use serde_json::json;
 use support::Miaw;
@@ -170,7 +172,7 @@ async fn a_stream_dropped_every_few_events_resumes_with_last_event_id_and_loses_
     miaw.faults(json!({ "drop_after_events": 7 })).await;
     let listed = miaw
         .client
-        .list_entries(&token, conversation, None, 50)
+        .list_entries(&token, conversation, EntryWindow::default(), 50)
         .await
         .unwrap();
     assert_eq!(listed.len(), 44);
@@ -244,7 +246,7 @@ async fn a_thousand_streams_with_drops_lose_and_duplicate_nothing() {
             tokio::spawn(async move {
                 let (seen, _) = read_with_reconnects(&client, &token, expected_per_stream).await;
                 let listed: Vec<EntryId> = client
-                    .list_entries(&token, conversation, None, 50)
+                    .list_entries(&token, conversation, EntryWindow::default(), 50)
                     .await
                     .unwrap()
                     .into_iter()

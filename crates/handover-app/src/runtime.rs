@@ -874,6 +874,32 @@ impl Running {
             Observation::TokenRenewed | Observation::TokenContinued => {
                 metrics.token_renewals.inc();
             }
+            Observation::EntriesMissed { missed } => {
+                tracing::warn!(
+                    handover = %self.id,
+                    conversation = %self.session.conversation_id(),
+                    from_ms = missed.from.as_unix_millis(),
+                    to_ms = missed.to.as_unix_millis(),
+                    "Salesforce's entries list could not be paged through in full: entries in this \
+                     stretch may not have reached the user (reported in the outcome)"
+                );
+            }
+            Observation::BackfillIncomplete => {
+                tracing::warn!(
+                    handover = %self.id,
+                    conversation = %self.session.conversation_id(),
+                    "a backfill did not reach back to the previous one within its page limit; \
+                     it relayed what it found, and the next one tries again"
+                );
+            }
+            Observation::HoldReleased { entries } => {
+                tracing::info!(
+                    handover = %self.id,
+                    entries,
+                    "stream entries relayed without the listing that orders them (it was late \
+                     or failed); anything it finds comes late"
+                );
+            }
             Observation::DuplicateUserMessage
             | Observation::UnknownEvent { .. }
             | Observation::UnknownEntryType { .. }
@@ -883,7 +909,6 @@ impl Running {
             | Observation::IgnoredAfterEnd
             | Observation::StaleResult
             | Observation::VerifiedFallbackToGuest
-            | Observation::BackfillIncomplete
             | Observation::Resumed
             | Observation::TokenUnusable
             | Observation::PacingDelay
@@ -972,6 +997,8 @@ fn observation_kind(observation: &Observation) -> &'static str {
         Observation::StreamReconnect { .. } => "stream_reconnect",
         Observation::BackfillIncomplete => "backfill_incomplete",
         Observation::Backfilled { .. } => "backfilled",
+        Observation::HoldReleased { .. } => "hold_released",
+        Observation::EntriesMissed { .. } => "entries_missed",
         Observation::Resumed => "resumed",
         Observation::TokenRenewed => "token_renewed",
         Observation::TokenContinued => "token_continued",

@@ -282,6 +282,14 @@ fn ended(handover: &mut Map<String, Value>, outcome: &Outcome) {
             "detail": outcome.detail,
             "undeliveredMessageIds": ids(&outcome.undelivered),
             "unconfirmedMessageIds": ids(&outcome.unconfirmed),
+            "missedEntries": outcome
+                .missed
+                .iter()
+                .map(|missed| json!({
+                    "fromMs": missed.from.as_unix_millis(),
+                    "toMs": missed.to.as_unix_millis(),
+                }))
+                .collect::<Vec<_>>(),
         }),
     );
 }
@@ -503,6 +511,10 @@ mod tests {
                 detail: Some("No agents".to_owned()),
                 undelivered: vec![BotMessageId::new("m1").unwrap()],
                 unconfirmed: Vec::new(),
+                missed: vec![handover_core::MissedEntries {
+                    from: handover_core::Timestamp::from_unix_millis(1_700_000_000_123),
+                    to: handover_core::Timestamp::from_unix_millis(1_700_000_000_123),
+                }],
             }),
         });
         let Ok(Outbound::Inject(body)) = render(&error) else {
@@ -516,5 +528,9 @@ mod tests {
             json!({ "reason": "error", "message": "No agents" })
         );
         assert_eq!(handover["data"]["undeliveredMessageIds"], json!(["m1"]));
+        assert_eq!(
+            handover["data"]["missedEntries"],
+            json!([{ "fromMs": 1_700_000_000_123_u64, "toMs": 1_700_000_000_123_u64 }])
+        );
     }
 }

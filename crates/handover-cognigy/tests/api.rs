@@ -63,6 +63,7 @@ impl Fake {
             detail: None,
             undelivered: Vec::new(),
             unconfirmed: Vec::new(),
+            missed: Vec::new(),
         });
         let key = (
             stored.started.address.user_id.clone(),

@@ -8,6 +8,7 @@ use crate::ids::{BotMessageId, EntryId};
 use crate::salesforce::{
     FileRef, MessageContent, ParticipantOperation, Role, RoutingFailure, RoutingType, SessionStatus,
 };
+use crate::time::Timestamp;
 
 /// A message the user sent during the handover.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +120,21 @@ pub struct Outcome {
     /// A user message that was on its way to Salesforce when the handover ended; whether it
     /// arrived was not known yet.
     pub unconfirmed: Vec<BotMessageId>,
+    /// Stretches of Salesforce's conversation the bridge could not list in full: entries in
+    /// them may never have reached the user. Empty when nothing is known to be missing.
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub missed: Vec<MissedEntries>,
+}
+
+/// A stretch of server time (`transcriptedTimestamp`, both ends included) whose entries could
+/// not all be listed, for example more entries in one millisecond than two pages hold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+pub struct MissedEntries {
+    /// The first millisecond of the stretch.
+    pub from: Timestamp,
+    /// The last millisecond of the stretch.
+    pub to: Timestamp,
 }
 
 impl Outcome {

@@ -138,6 +138,20 @@ pub enum Observation {
     /// A backfill could not reach back to the previous one within its page limit; entries
     /// in between may be missing.
     BackfillIncomplete,
+    /// Entries from the stream were relayed without the listing that would have put them in
+    /// order: it took longer than the hold bound, or it failed. Anything it brings later is
+    /// relayed late.
+    HoldReleased {
+        /// How many entries were released.
+        entries: usize,
+    },
+    /// A stretch of the conversation could not be listed in full (more entries in one
+    /// millisecond than the entries list can page through); entries in it may be missing.
+    /// It is reported in the outcome.
+    EntriesMissed {
+        /// The stretch.
+        missed: crate::bot::MissedEntries,
+    },
     /// A backfill returned entries the stream had not delivered.
     Backfilled {
         /// How many were new.

@@ -161,8 +161,8 @@ pub mod transcript;
 pub mod sim;
 
 pub use bot::{
-    AgentMessage, BotDelivery, DeliveryFailure, EndReason, HandoverStatus, Notification, Outcome,
-    ProviderEvent, QueueUpdate, StatusUpdate, TerminalStatus, UserMessage,
+    AgentMessage, BotDelivery, DeliveryFailure, EndReason, HandoverStatus, MissedEntries,
+    Notification, Outcome, ProviderEvent, QueueUpdate, StatusUpdate, TerminalStatus, UserMessage,
 };
 pub use gate::{Admission, StartGate};
 pub use ids::{

@@ -455,15 +455,21 @@ pub enum SalesforceRequest {
         /// The receipts.
         acknowledgements: Vec<Acknowledgement>,
     },
-    /// List recent entries (backfill): at most `limit`, the newest ones at or before `before`
-    /// (`endTimestamp`), or the newest ones when `before` is `None`.
+    /// List entries (backfill): at most `limit`. Without `from`, the newest ones up to
+    /// `before` (`endTimestamp`, `direction=FromEnd`), or the newest of all when `before` is
+    /// `None`. With `from`, the oldest ones from that time on (`startTimestamp`,
+    /// `direction=FromStart`). Salesforce does not say whether its bounds are inclusive; the
+    /// session pages so that either reading loses nothing.
     ListEntries {
         /// The conversation.
         conversation_id: ConversationId,
-        /// Only entries at or before this time.
+        /// Only entries up to this time (`endTimestamp`).
         before: Option<Timestamp>,
         /// At most this many (Salesforce allows 50).
         limit: u32,
+        /// Only entries from this time on, oldest first (`startTimestamp`, `FromStart`).
+        #[cfg_attr(feature = "serde", serde(default))]
+        from: Option<Timestamp>,
     },
     /// Read the conversation's routing status.
     FetchRoutingStatus {

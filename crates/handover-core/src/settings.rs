@@ -314,6 +314,16 @@ pub struct SessionConfig {
     pub disable_end_on_agent_leave: bool,
     /// The safety poll that backfills entries the stream missed (default 120 s).
     pub safety_poll_interval: Duration,
+    /// The safety poll while an agent is with the user (default 30 s), so that an agent
+    /// message the stream withheld, with nothing after it, is late by at most this long.
+    #[cfg_attr(feature = "serde", serde(default = "default_safety_poll_with_agent"))]
+    pub safety_poll_with_agent: Duration,
+    /// How long an entry from the stream may wait for the listing that shows whether anything
+    /// before it was withheld from the stream (default 5 s). Entries are relayed in server
+    /// order once the listing is in; past this bound they are relayed as they are, and what
+    /// the listing brings later comes late. Zero relays every entry as it arrives.
+    #[cfg_attr(feature = "serde", serde(default = "default_stream_hold"))]
+    pub stream_hold: Duration,
     /// A stream without any event or ping for this long is dead (default 90 s).
     pub stream_watchdog: Duration,
     /// How long to wait for the stream before creating the conversation anyway; the replay and
@@ -352,6 +362,14 @@ pub struct SessionConfig {
     pub agent_change_text: String,
 }
 
+fn default_safety_poll_with_agent() -> Duration {
+    Duration::from_secs(30)
+}
+
+fn default_stream_hold() -> Duration {
+    Duration::from_secs(5)
+}
+
 impl Default for SessionConfig {
     fn default() -> Self {
         Self {
@@ -360,6 +378,8 @@ impl Default for SessionConfig {
             token_renew_lead: Duration::from_secs(120),
             disable_end_on_agent_leave: false,
             safety_poll_interval: Duration::from_secs(120),
+            safety_poll_with_agent: default_safety_poll_with_agent(),
+            stream_hold: default_stream_hold(),
             stream_watchdog: Duration::from_secs(90),
             stream_connect_timeout: Duration::from_secs(15),
             stream_backoff: RetryPolicy {
@@ -416,6 +436,9 @@ impl SessionConfig {
         }
         if self.safety_poll_interval.is_zero() {
             return fail("safety_poll_interval", "must be longer than zero");
+        }
+        if self.safety_poll_with_agent.is_zero() {
+            return fail("safety_poll_with_agent", "must be longer than zero");
         }
         if self.stream_watchdog.is_zero() {
             return fail("stream_watchdog", "must be longer than zero");

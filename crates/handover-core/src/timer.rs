@@ -29,11 +29,14 @@ pub enum Timer {
     TokenGrace,
     /// The user stopped typing.
     TypingIdle,
+    /// Stream entries have waited as long as they may for the listing that puts them in
+    /// order; relay them now.
+    StreamHold,
 }
 
 impl Timer {
     /// Every timer, in the order in which due timers fire.
-    pub const ALL: [Self; 11] = [
+    pub const ALL: [Self; 12] = [
         Self::TokenExpiry,
         Self::TokenGrace,
         Self::TokenRenewal,
@@ -45,6 +48,7 @@ impl Timer {
         Self::TypingIdle,
         Self::SendReady,
         Self::BotRetry,
+        Self::StreamHold,
     ];
 
     fn index(self) -> usize {
@@ -60,14 +64,38 @@ impl Timer {
             Self::TypingIdle => 8,
             Self::SendReady => 9,
             Self::BotRetry => 10,
+            Self::StreamHold => 11,
         }
     }
 }
 
 /// One optional deadline per [`Timer`].
+///
+/// Stored as a list in the order of [`Timer::index`]; a list from a version that had fewer
+/// timers reads with the newer ones unset.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+#[cfg_attr(feature = "serde", serde(try_from = "Vec<Option<Timestamp>>"))]
 pub(crate) struct TimerTable([Option<Timestamp>; Timer::ALL.len()]);
+
+impl TryFrom<Vec<Option<Timestamp>>> for TimerTable {
+    type Error = String;
+
+    fn try_from(stored: Vec<Option<Timestamp>>) -> Result<Self, Self::Error> {
+        if stored.len() > Timer::ALL.len() {
+            return Err(format!(
+                "{} timers stored, this version knows {}",
+                stored.len(),
+                Timer::ALL.len()
+            ));
+        }
+        let mut table = Self::default();
+        for (slot, at) in table.0.iter_mut().zip(stored) {
+            *slot = at;
+        }
+        Ok(table)
+    }
+}
 
 impl TimerTable {
     pub(crate) fn set(&mut self, timer: Timer, at: Timestamp) {
@@ -122,5 +150,20 @@ mod tests {
             vec![Timer::StreamWatchdog, Timer::SafetyPoll]
         );
         assert_eq!(table.next(), None);
+    }
+
+    /// A session stored by a version with fewer timers reads back with the new ones unset.
+    #[cfg(feature = "serde")]
+    #[test]
+    fn a_table_stored_with_fewer_timers_reads_back() {
+        let older = "[null,null,null,null,null,null,null,120000,null,null,null]";
+        let table: TimerTable = serde_json::from_str(older).expect("an older table reads");
+        assert_eq!(
+            table.next(),
+            Some((Timestamp::from_unix_secs(120), Timer::SafetyPoll))
+        );
+        assert_eq!(table.get(Timer::StreamHold), None);
+        let too_many = format!("[{}]", vec!["null"; Timer::ALL.len() + 1].join(","));
+        assert!(serde_json::from_str::<TimerTable>(&too_many).is_err());
     }
 }

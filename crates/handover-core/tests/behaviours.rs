@@ -38,26 +38,27 @@ fn the_phases_of_a_handover_in_order() {
         note(&sim);
         sim.advance(Duration::from_millis(10));
     }
+    // Each agent event waits one listing (a round trip) for its place in the conversation.
     sim.agent_joins("Jane");
-    sim.advance(Duration::from_millis(10));
+    sim.advance(Duration::from_millis(30));
     note(&sim);
     sim.transfer();
-    sim.advance(Duration::from_millis(30));
+    sim.advance(Duration::from_millis(40));
     note(&sim);
     sim.agent_joins("Raj");
-    sim.advance(Duration::from_millis(10));
-    note(&sim);
-    sim.mark_inactive();
-    sim.advance(Duration::from_millis(10));
-    note(&sim);
-    sim.user_says("back");
     sim.advance(Duration::from_millis(30));
     note(&sim);
+    sim.mark_inactive();
+    sim.advance(Duration::from_millis(30));
+    note(&sim);
+    sim.user_says("back");
+    sim.advance(Duration::from_millis(40));
+    note(&sim);
     sim.agent_joins("Ana");
-    sim.advance(Duration::from_millis(10));
+    sim.advance(Duration::from_millis(30));
     note(&sim);
     sim.agent_ends();
-    sim.advance(Duration::from_millis(10));
+    sim.advance(Duration::from_millis(20));
     note(&sim);
     sim.advance(Duration::from_millis(50));
     note(&sim);
@@ -223,18 +224,18 @@ fn a_message_salesforce_refuses_is_reported_not_dropped() {
     sim.user_says("accepted");
     expect![[r#"
         0:00:00 > user says "refused" (m1)
-        0:00:00 < sf#8 send "refused" id=ebf42e92 [t1]
-        0:00:00 > sf#8 failed: rejected with status 400: text too long
+        0:00:00 < sf#10 send "refused" id=ebf42e92 [t1]
+        0:00:00 > sf#10 failed: rejected with status 400: text too long
         0:00:00 < record message-refused m1
-        0:00:00 < bot#9 inject event message-refused m1
-        0:00:00 > bot#9 ok
+        0:00:00 < bot#11 inject event message-refused m1
+        0:00:00 > bot#11 ok
         0:00:00 > user says "accepted" (m2)
-        0:00:00 < sf#10 send "accepted" id=898f550e [t1]
-        0:00:00 > sf#10 ok
+        0:00:00 < sf#12 send "accepted" id=898f550e [t1]
+        0:00:00 > sf#12 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "accepted"
         0:00:00 > stream#2 e5 Agent delivered
-        0:00:00 < bot#11 inject event delivered
-        0:00:00 > bot#11 ok
+        0:00:00 < bot#13 inject event delivered
+        0:00:00 > bot#13 ok
     "#]]
     .assert_eq(&sim.take_log());
     sim.flow_closes();
@@ -427,14 +428,14 @@ fn a_verified_token_is_revoked_when_the_handover_ends() {
     sim.flow_closes();
     expect![[r#"
         0:00:00 > flow closes
-        0:00:00 < bot#5 inject completed/closed_by_flow
-        0:00:00 < sf#6 close-stream
-        0:00:00 < sf#7 close-conversation [t1]
-        0:00:00 > bot#5 ok
-        0:00:00 > sf#6 ok
-        0:00:00 > sf#7 ok
-        0:00:00 < sf#8 revoke-token [t1]
+        0:00:00 < bot#7 inject completed/closed_by_flow
+        0:00:00 < sf#8 close-stream
+        0:00:00 < sf#9 close-conversation [t1]
+        0:00:00 > bot#7 ok
         0:00:00 > sf#8 ok
+        0:00:00 > sf#9 ok
+        0:00:00 < sf#10 revoke-token [t1]
+        0:00:00 > sf#10 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -487,12 +488,23 @@ fn the_routing_status_check_is_dropped_when_another_agent_joins_first() {
     sim.advance(secs(1));
     assert_eq!(sim.session.phase(), Phase::WithAgent);
     sim.agent_leaves();
-    // Raj is assigned at once; his join reaches the bridge while it is still reading the
-    // routing status after Jane's removal.
+    // Raj is assigned at once. Jane's removal and his join wait for the listing that puts
+    // them in order, so both are taken in together: the routing status that Jane's removal
+    // asks for is still on its way when Raj is there.
     sim.advance(Duration::from_millis(50));
     sim.agent_joins("Raj");
-    sim.advance(Duration::from_millis(60));
-    assert_eq!(sim.session.phase(), Phase::AgentLeft);
+    sim.advance(Duration::from_millis(160));
+    assert_eq!(sim.session.phase(), Phase::WithAgent);
+    let asked = sim.history().iter().any(|(_, command)| {
+        matches!(
+            command,
+            Command::Salesforce(SalesforceCall {
+                request: SalesforceRequest::FetchRoutingStatus { .. },
+                ..
+            })
+        )
+    });
+    assert!(asked, "the removal asked for the routing status");
     sim.advance(Duration::from_millis(300));
     assert_eq!(sim.session.phase(), Phase::WithAgent);
     assert_eq!(terminal(&sim), None);
@@ -520,12 +532,13 @@ fn a_backfill_reaches_back_page_by_page_and_relays_in_order() {
         sim.advance(Duration::from_millis(10));
     }
     sim.take_log();
-    sim.advance(secs(120));
+    // With an agent there, the safety poll comes every 30 s.
+    sim.advance(secs(30));
     let log = sim.take_log();
     assert_eq!(
         log.matches("list-entries").count(),
         3,
-        "three pages of 50:\n{log}"
+        "three pages of 50, each reaching one millisecond past the one before:\n{log}"
     );
     assert_eq!(
         sim.bot.texts(),

@@ -1,5 +1,7 @@
 //! Model-based property tests of the session: random scripts of user messages, agent events,
-//! duplicates, replays, stream drops and silences, token trouble, failures and elapsed time,
+//! duplicates, replays, stream drops and silences, events withheld from the stream (messages,
+//! joins, ends), reconnects while the agent keeps writing, bursts sharing one millisecond,
+//! either reading of the entries list's time bounds, token trouble, failures and elapsed time,
 //! run against the simulation, with the invariants checked after every step and a reference
 //! model of what may end a handover.
 //!
@@ -26,6 +28,10 @@ struct Setup {
     agent_change_notification: bool,
     token_lifetime: Duration,
     latency: Duration,
+    /// The entries list reads its time bounds as exclusive.
+    exclusive_bounds: bool,
+    /// Pages of 5 entries, so that bursts crowd a millisecond past what pages hold.
+    small_pages: bool,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -47,6 +53,16 @@ enum Step {
     AgentJoins,
     AgentSays,
     AgentSaysWithheld,
+    AgentJoinsWithheld,
+    AgentEndsWithheld,
+    /// Agent messages sharing one millisecond; every `withhold_every`-th is withheld.
+    AgentBurst {
+        count: usize,
+        withhold_every: usize,
+    },
+    /// The stream drops and the agent keeps writing (every third message withheld) while the
+    /// bridge reconnects and lists what it missed.
+    DropAndTalk(usize),
     AgentTyping,
     SystemSays,
     Transfer,
@@ -79,12 +95,14 @@ enum Step {
 
 fn setup() -> impl Strategy<Value = Setup> {
     (
-        any::<[bool; 7]>(),
+        any::<[bool; 9]>(),
         prop_oneof![Just(0usize), Just(3), Just(80), Just(700)],
         prop_oneof![Just(120u64), Just(900), Just(3600), Just(6 * 3600)],
         prop_oneof![Just(0u64), Just(30), Just(1500)],
     )
         .prop_map(|(flags, transcript_turns, lifetime, latency)| Setup {
+            exclusive_bounds: flags[7],
+            small_pages: flags[8],
             forward_events: flags[0],
             end_when_agent_leaves: flags[1],
             legacy_switch: flags[2] && flags[3],
@@ -120,6 +138,11 @@ fn step() -> impl Strategy<Value = Step> {
         6 => Just(Step::AgentJoins),
         12 => Just(Step::AgentSays),
         3 => Just(Step::AgentSaysWithheld),
+        1 => Just(Step::AgentJoinsWithheld),
+        1 => Just(Step::AgentEndsWithheld),
+        2 => (2usize..14, 0usize..4)
+            .prop_map(|(count, withhold_every)| Step::AgentBurst { count, withhold_every }),
+        2 => (1usize..8).prop_map(Step::DropAndTalk),
         1 => Just(Step::AgentTyping),
         2 => Just(Step::SystemSays),
         2 => Just(Step::Transfer),
@@ -183,8 +206,12 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
     if setup.verified {
         config.settings.identity_token = Some(IdentityToken::new("idp-jwt"));
     }
+    if setup.small_pages {
+        config.config.backfill_page_size = 5;
+    }
     let ends_on_leave = setup.end_when_agent_leaves && !setup.legacy_switch;
     let mut sim = Sim::new(config);
+    sim.salesforce.exclusive_bounds = setup.exclusive_bounds;
     let mut reference = Reference::default();
     sim.start();
     check(&sim, &reference, &setup)?;
@@ -225,6 +252,32 @@ fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
             }
             Step::AgentSays => sim.agent_says("a"),
             Step::AgentSaysWithheld => sim.agent_says_withheld("w"),
+            Step::AgentJoinsWithheld => {
+                agents += 1;
+                reference.agent_ever_joined |= server_acts;
+                sim.agent_joins_withheld(&format!("Agent {agents}"));
+            }
+            Step::AgentEndsWithheld => {
+                // The agent's removal comes on the stream; the end may be read from it first.
+                reference.agent_ended |= server_acts;
+                reference.agent_left |= server_acts;
+                sim.agent_ends_withheld();
+            }
+            Step::AgentBurst {
+                count,
+                withhold_every,
+            } => sim.agent_burst(count, withhold_every),
+            Step::DropAndTalk(count) => {
+                sim.drop_stream();
+                for n in 0..count {
+                    if n % 3 == 2 {
+                        sim.agent_says_withheld("dw");
+                    } else {
+                        sim.agent_says("d");
+                    }
+                    sim.advance(Duration::from_millis(400));
+                }
+            }
             Step::AgentTyping => sim.agent_typing(true),
             Step::SystemSays => sim.system_says("s"),
             Step::Transfer => sim.transfer(),
@@ -401,6 +454,21 @@ fn relayed_entries(sim: &Sim) -> Vec<EntryId> {
         .collect()
 }
 
+/// When each agent entry was first handed to the bot platform.
+fn first_relay_times(sim: &Sim) -> BTreeMap<EntryId, Timestamp> {
+    let mut times = BTreeMap::new();
+    for (at, command) in sim.history() {
+        if let Command::Bot(BotCall {
+            delivery: BotDelivery::Notify(Notification::Agent(message)),
+            ..
+        }) = command
+        {
+            times.entry(message.entry.clone()).or_insert(*at);
+        }
+    }
+    times
+}
+
 fn terminal_keys(sim: &Sim) -> BTreeSet<String> {
     sim.history()
         .iter()
@@ -427,7 +495,10 @@ fn check(sim: &Sim, reference: &Reference, setup: &Setup) -> Result<(), TestCase
         .map(|(index, logged)| (&logged.entry.identifier, (index, logged.withheld)))
         .collect();
 
-    // No entry relayed twice; order kept (entries the stream withheld may come late).
+    // No entry relayed twice. Relayed in server order, withheld entries included: the stream's
+    // entries wait for the listing that shows what came before them. Only when the session
+    // reports that it relayed entries without that listing (the hold bound passed, or no
+    // listing could be had) may an entry the stream withheld come late.
     let relayed = relayed_entries(sim);
     let unique: BTreeSet<_> = relayed.iter().collect();
     prop_assert_eq!(
@@ -436,16 +507,50 @@ fn check(sim: &Sim, reference: &Reference, setup: &Setup) -> Result<(), TestCase
         "an entry was relayed twice: {:?}",
         relayed
     );
+    let released = sim
+        .history()
+        .iter()
+        .any(|(_, command)| matches!(command, Command::Record(Observation::HoldReleased { .. })));
+    // Within a millisecond the entries list cannot page through (reported as missed), the
+    // place of an entry only the stream brought is unknown.
+    let missed = sim.session.missed_entries();
     let mut last = None;
     for entry in &relayed {
         let (index, withheld) = position[entry];
-        if !withheld {
+        let in_gap = log[index]
+            .entry
+            .server_time
+            .is_some_and(|time| missed.iter().any(|m| m.from <= time && time <= m.to));
+        if !(withheld && released) && !in_gap {
             prop_assert!(
                 last.is_none_or(|last| index > last),
-                "relayed out of order: {:?}",
+                "relayed out of server order: {:?}",
                 relayed
             );
             last = Some(index);
+        }
+    }
+
+    // Bounded delay: with no failure injected and a usable token, an agent message reaches
+    // the bot platform within one long safety poll (120 s) plus the hold (5 s) and a few round
+    // trips of the fake's latency after Salesforce recorded it.
+    if !reference.failures_injected && !reference.token_trouble && !reference.identity_stopped {
+        let config = SessionConfig::default();
+        let bound = config.safety_poll_interval + config.stream_hold + setup.latency * 8;
+        let relayed_at: BTreeMap<EntryId, Timestamp> = first_relay_times(sim);
+        for logged in log {
+            if let (Some(at), Some(recorded)) = (
+                relayed_at.get(&logged.entry.identifier),
+                logged.entry.server_time,
+            ) {
+                prop_assert!(
+                    at.saturating_duration_since(recorded) <= bound,
+                    "{:?} took {:?} to reach the user (bound {:?})",
+                    logged.entry.identifier,
+                    at.saturating_duration_since(recorded),
+                    bound
+                );
+            }
         }
     }
 
@@ -615,8 +720,23 @@ fn check_nothing_lost(
         }
         _ => 0,
     };
+    // A millisecond with more entries than the entries list can page through is reported,
+    // never passed over in silence.
+    let missed = sim.session.missed_entries();
+    if let Some(outcome) = sim.session.outcome() {
+        prop_assert_eq!(
+            &outcome.missed,
+            &missed.to_vec(),
+            "the outcome reports every gap"
+        );
+    }
+    let in_gap = |entry: &ConversationEntry| {
+        entry
+            .server_time
+            .is_some_and(|time| missed.iter().any(|m| m.from <= time && time <= m.to))
+    };
     for logged in &log[..must_have_arrived] {
-        if is_relayable(&logged.entry) {
+        if is_relayable(&logged.entry) && !in_gap(&logged.entry) {
             prop_assert!(
                 relayed.contains(&logged.entry.identifier)
                     || failed.contains(&logged.entry.identifier),
@@ -687,6 +807,8 @@ fn regression_the_final_backfill_lists_what_exists_after_the_end_signal() {
         agent_change_notification: false,
         token_lifetime: Duration::from_secs(900),
         latency: Duration::from_millis(1500),
+        exclusive_bounds: false,
+        small_pages: false,
     };
     let steps = vec![
         Step::Advance(Duration::from_secs(100)),

@@ -1,4 +1,4 @@
-//! One test per scenario of the behaviour catalogue (design/scenarios.md), named after its id.
+//! One test per scenario of the behaviour catalogue (`docs/scenarios.md`), named after its id.
 //! Each drives a simulated handover and compares the log of inputs (`>`) and commands (`<`)
 //! with the expected one, or asserts on what the agent and the user received.
 //!
@@ -71,15 +71,21 @@ fn s01_guest_handover() {
         0:00:00 < sf#3 create-conversation {language=en_US} [t1]
         0:00:00 > sf#3 ok
         0:00:00 > stream#2 e1 Router routing Initial
+        0:00:00 < sf#4 list-entries [t1]
+        0:00:00 > sf#4 1 entries
         0:00:00 > stream#2 e2 Agent(Jane) participant add Agent
-        0:00:00 < bot#4 inject active agent=Jane
+        0:00:00 < sf#5 list-entries [t1]
         0:00:00 > stream#2 e3 System session Active
-        0:00:00 > bot#4 ok
+        0:00:00 > sf#5 3 entries
+        0:00:00 < bot#6 inject active agent=Jane
+        0:00:00 > bot#6 ok
         0:00:00 > stream#2 e4 Agent(Jane) message "Hi"
-        0:00:00 < bot#5 notify "Hi" from Agent(Jane)
-        0:00:00 > bot#5 ok
-        0:00:00 < sf#6 acknowledge delivered e4 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify "Hi" from Agent(Jane)
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -159,6 +165,8 @@ fn s04_routing_attributes_pass_through_and_language_wins_over_the_locale() {
         0:00:00 < sf#3 create-conversation {issueType=Billing, language=es_MX} [t1]
         0:00:00 > sf#3 ok
         0:00:00 > stream#2 e1 Router routing Initial
+        0:00:00 < sf#4 list-entries [t1]
+        0:00:00 > sf#4 1 entries
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -177,10 +185,14 @@ fn s05_verified_user_gets_an_authenticated_token() {
         0:00:00 < sf#3 create-conversation {} [t1]
         0:00:00 > sf#3 ok
         0:00:00 > stream#2 e1 Router routing Initial
+        0:00:00 < sf#4 list-entries [t1]
+        0:00:00 > sf#4 1 entries
         0:00:00 > stream#2 e2 Agent(Jane) participant add Agent
-        0:00:00 < bot#4 inject active agent=Jane
+        0:00:00 < sf#5 list-entries [t1]
         0:00:00 > stream#2 e3 System session Active
-        0:00:00 > bot#4 ok
+        0:00:00 > sf#5 3 entries
+        0:00:00 < bot#6 inject active agent=Jane
+        0:00:00 > bot#6 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -205,8 +217,10 @@ fn s05_verified_user_silent_fallback_continues_as_guest_and_is_reported() {
         0:00:00 < sf#4 create-conversation {} [t1]
         0:00:00 > sf#4 ok
         0:00:00 > stream#3 e1 Router routing Initial
-        0:00:00 < bot#5 inject event routing Initial
-        0:00:00 > bot#5 ok
+        0:00:00 < sf#5 list-entries [t1]
+        0:00:00 > sf#5 1 entries
+        0:00:00 < bot#6 inject event routing Initial
+        0:00:00 > bot#6 ok
     "#]]
     .assert_eq(&sim.take_log());
     sim.agent_joins("Jane");
@@ -328,15 +342,17 @@ fn s09_user_messages_can_be_held_until_the_agent_joins() {
     sim.agent_joins("Jane");
     expect![[r#"
         0:00:00 > stream#2 e2 Agent(Jane) participant add Agent
-        0:00:00 < sf#4 send "one" id=ebf42e92 [t1]
-        0:00:00 < bot#5 inject active agent=Jane
+        0:00:00 < sf#5 list-entries [t1]
         0:00:00 > stream#2 e3 System session Active
-        0:00:00 > sf#4 ok
-        0:00:00 < sf#6 send "two" id=898f550e [t1]
+        0:00:00 > sf#5 3 entries
+        0:00:00 < sf#6 send "one" id=ebf42e92 [t1]
+        0:00:00 < bot#7 inject active agent=Jane
+        0:00:00 > sf#6 ok
+        0:00:00 < sf#8 send "two" id=898f550e [t1]
         0:00:00 > stream#2 e4 EndUser(Guest) message "one"
         0:00:00 > stream#2 e5 Agent delivered
-        0:00:00 > bot#5 ok
-        0:00:00 > sf#6 ok
+        0:00:00 > bot#7 ok
+        0:00:00 > sf#8 ok
         0:00:00 > stream#2 e6 EndUser(Guest) message "two"
         0:00:00 > stream#2 e7 Agent delivered
     "#]]
@@ -350,8 +366,8 @@ fn s10_user_writes_while_active_and_the_echo_is_not_relayed() {
     sim.user_says("I have a billing question");
     expect![[r#"
         0:00:00 > user says "I have a billing question" (m1)
-        0:00:00 < sf#5 send "I have a billing question" id=ebf42e92 [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#7 send "I have a billing question" id=ebf42e92 [t1]
+        0:00:00 > sf#7 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "I have a billing question"
         0:00:00 > stream#2 e5 Agent delivered
     "#]]
@@ -403,16 +419,22 @@ fn s12_a_failed_send_is_retried_with_the_same_message_id() {
     sim.run_until_quiet(secs(60));
     expect![[r#"
         0:00:00 > user says "Hello?" (m1)
-        0:00:00 < sf#5 send "Hello?" id=ebf42e92 [t1]
-        0:00:00 > sf#5 failed: transient failure: 503 Service Unavailable
+        0:00:00 < sf#7 send "Hello?" id=ebf42e92 [t1]
+        0:00:00 > sf#7 failed: transient failure: 503 Service Unavailable
         0:00:00.997 timeout SendReady
-        0:00:00.997 < sf#6 send "Hello?" id=ebf42e92 [t1]
-        0:00:00.997 > sf#6 failed: transient failure: timeout
+        0:00:00.997 < sf#8 send "Hello?" id=ebf42e92 [t1]
+        0:00:00.997 > sf#8 failed: transient failure: timeout
         0:00:00.997 > stream#2 e4 EndUser(Guest) message "Hello?"
         0:00:00.997 > stream#2 e5 Agent delivered
         0:00:02.289 timeout SendReady
-        0:00:02.289 < sf#7 send "Hello?" id=ebf42e92 [t1]
-        0:00:02.289 > sf#7 failed: conflict
+        0:00:02.289 < sf#9 send "Hello?" id=ebf42e92 [t1]
+        0:00:02.289 > sf#9 failed: conflict
+        0:00:30 timeout SafetyPoll
+        0:00:30 < sf#10 list-entries [t1]
+        0:00:30 > sf#10 5 entries
+        0:01:00 timeout SafetyPoll
+        0:01:00 < sf#11 list-entries [t1]
+        0:01:00 > sf#11 5 entries
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(texts_sent(&sim), vec!["Hello?"], "the agent sees it once");
@@ -428,10 +450,10 @@ fn s13_no_messaging_session_resends_with_a_new_session() {
     sim.user_says("Still there?");
     expect![[r#"
         0:00:00 > user says "Still there?" (m1)
-        0:00:00 < sf#5 send "Still there?" id=ebf42e92 [t1]
-        0:00:00 > sf#5 failed: no messaging session
-        0:00:00 < sf#6 send "Still there?" id=ebf42e92 new-session [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 send "Still there?" id=ebf42e92 [t1]
+        0:00:00 > sf#7 failed: no messaging session
+        0:00:00 < sf#8 send "Still there?" id=ebf42e92 new-session [t1]
+        0:00:00 > sf#8 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "Still there?"
         0:00:00 > stream#2 e5 Agent delivered
     "#]]
@@ -465,22 +487,22 @@ fn s14_attachments_that_salesforce_cannot_take_go_as_links() {
     sim.user_sends_file("odd.xyz", 10);
     expect![[r#"
         0:00:00 > user says "" (m1) + file small.pdf
-        0:00:00 < sf#5 send file small.pdf id=d95ffe1d [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#7 send file small.pdf id=d95ffe1d [t1]
+        0:00:00 > sf#7 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "small.pdf"
         0:00:00 > stream#2 e5 Agent delivered
         0:00:00 > user says "" (m2) + file huge.pdf
         0:00:00 < record file-sent-as-link
-        0:00:00 < sf#6 send "huge.pdf: https://files.example/huge.pdf" id=071eaec6 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#8 send "huge.pdf: https://files.example/huge.pdf" id=071eaec6 [t1]
+        0:00:00 > sf#8 ok
         0:00:00 > stream#2 e6 EndUser(Guest) message "huge.pdf: https://files.example/huge.pdf"
         0:00:00 > stream#2 e7 Agent delivered
         0:00:00 > user says "" (m3) + file odd.xyz
-        0:00:00 < sf#7 send file odd.xyz id=820f3fa3 [t1]
-        0:00:00 > sf#7 failed: unsupported media type
+        0:00:00 < sf#9 send file odd.xyz id=820f3fa3 [t1]
+        0:00:00 > sf#9 failed: unsupported media type
         0:00:00 < record file-sent-as-link
-        0:00:00 < sf#8 send "odd.xyz: https://files.example/odd.xyz" id=8a7cc9e0 [t1]
-        0:00:00 > sf#8 ok
+        0:00:00 < sf#10 send "odd.xyz: https://files.example/odd.xyz" id=8a7cc9e0 [t1]
+        0:00:00 > sf#10 ok
         0:00:00 > stream#2 e8 EndUser(Guest) message "odd.xyz: https://files.example/odd.xyz"
         0:00:00 > stream#2 e9 Agent delivered
     "#]]
@@ -506,13 +528,19 @@ fn s15_agent_text_reaches_the_user_with_name_and_stable_id_and_empty_events_do_n
     });
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) message "How can I help?"
-        0:00:00 < bot#5 notify "How can I help?" from Agent(Jane)
-        0:00:00 > bot#5 ok
-        0:00:00 < sf#6 acknowledge delivered e4 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify "How can I help?" from Agent(Jane)
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
         0:00:00 > stream#2 e5 Agent(Jane) message "   "
+        0:00:00 < sf#10 list-entries [t1]
+        0:00:00 > sf#10 5 entries
         0:00:00 < record empty-agent-message
         0:00:00 > stream#2 e6 Agent(Jane) message files [] text none
+        0:00:00 < sf#11 list-entries [t1]
+        0:00:00 > sf#11 6 entries
         0:00:00 < record empty-agent-message
     "#]]
     .assert_eq(&sim.take_log());
@@ -540,10 +568,12 @@ fn s16_agent_attachment_reaches_the_user_as_a_file() {
     });
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) message files ["form.pdf"] text "Here is the form"
-        0:00:00 < bot#5 notify files ["form.pdf"] text "Here is the form" from Agent(Jane)
-        0:00:00 > bot#5 ok
-        0:00:00 < sf#6 acknowledge delivered e4 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify files ["form.pdf"] text "Here is the form" from Agent(Jane)
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -568,13 +598,15 @@ fn s17_agent_choices_reach_the_user_and_the_pick_returns_as_text() {
     sim.user_says("Tablet");
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) message QuickReplies "Which product?" ["Phone", "Tablet"]
-        0:00:00 < bot#5 notify QuickReplies "Which product?" ["Phone", "Tablet"] from Agent(Jane)
-        0:00:00 > bot#5 ok
-        0:00:00 < sf#6 acknowledge delivered e4 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify QuickReplies "Which product?" ["Phone", "Tablet"] from Agent(Jane)
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
         0:00:00 > user says "Tablet" (m1)
-        0:00:00 < sf#7 send "Tablet" id=ebf42e92 [t1]
-        0:00:00 > sf#7 ok
+        0:00:00 < sf#10 send "Tablet" id=ebf42e92 [t1]
+        0:00:00 > sf#10 ok
         0:00:00 > stream#2 e5 EndUser(Guest) message "Tablet"
         0:00:00 > stream#2 e6 Agent delivered
     "#]]
@@ -589,10 +621,12 @@ fn s18_automated_messages_reach_the_user_like_agent_messages() {
     sim.system_says("Welcome! An agent will be with you shortly.");
     expect![[r#"
         0:00:00 > stream#2 e2 System(Automated Process) message "Welcome! An agent will be with you sh"…(43 chars)
-        0:00:00 < bot#4 notify "Welcome! An agent will be with you sh"…(43 chars) from System(Automated Process)
-        0:00:00 > bot#4 ok
-        0:00:00 < sf#5 acknowledge delivered e2 [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#5 list-entries [t1]
+        0:00:00 > sf#5 2 entries
+        0:00:00 < bot#6 notify "Welcome! An agent will be with you sh"…(43 chars) from System(Automated Process)
+        0:00:00 > bot#6 ok
+        0:00:00 < sf#7 acknowledge delivered e2 [t1]
+        0:00:00 > sf#7 ok
     "#]].assert_eq(&sim.take_log());
 }
 
@@ -603,11 +637,11 @@ fn s19_agent_typing_is_shown_and_never_injected() {
     sim.agent_typing(false);
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) typing started
-        0:00:00 < bot#5 typing on
-        0:00:00 > bot#5 ok
+        0:00:00 < bot#7 typing on
+        0:00:00 > bot#7 ok
         0:00:00 > stream#2 e5 Agent(Jane) typing stopped
-        0:00:00 < bot#6 typing off
-        0:00:00 > bot#6 ok
+        0:00:00 < bot#8 typing off
+        0:00:00 > bot#8 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.typing, vec![true, false]);
@@ -622,12 +656,12 @@ fn s20_user_typing_becomes_started_and_stopped_indicators() {
     sim.advance(secs(10));
     expect![[r#"
         0:00:00 > user typing on
-        0:00:00 < sf#5 typing started [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#7 typing started [t1]
+        0:00:00 > sf#7 ok
         0:00:02 > user typing on
         0:00:07 timeout TypingIdle
-        0:00:07 < sf#6 typing stopped [t1]
-        0:00:07 > sf#6 ok
+        0:00:07 < sf#8 typing stopped [t1]
+        0:00:07 > sf#8 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.salesforce.typing, vec![true, false]);
@@ -657,12 +691,12 @@ fn s21_receipts_of_user_messages_are_forwarded_with_forward_events_on() {
     sim.user_says("Hi");
     expect![[r#"
         0:00:00 > user says "Hi" (m1)
-        0:00:00 < sf#8 send "Hi" id=ebf42e92 [t1]
-        0:00:00 > sf#8 ok
+        0:00:00 < sf#10 send "Hi" id=ebf42e92 [t1]
+        0:00:00 > sf#10 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "Hi"
         0:00:00 > stream#2 e5 Agent delivered
-        0:00:00 < bot#9 inject event delivered
-        0:00:00 > bot#9 ok
+        0:00:00 < bot#11 inject event delivered
+        0:00:00 > bot#11 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -678,14 +712,14 @@ fn s22_user_leaves_and_returns_and_repeats_give_one_notice() {
     sim.user_returns();
     expect![[r#"
         0:00:00 > user leaves
-        0:00:00 < sf#5 send "User left the conversation" id=af6a4753 [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#7 send "User left the conversation" id=af6a4753 [t1]
+        0:00:00 > sf#7 ok
         0:00:00 > stream#2 e4 EndUser(Guest) message "User left the conversation"
         0:00:00 > stream#2 e5 Agent delivered
         0:00:00 > user leaves
         0:00:00 > user returns
-        0:00:00 < sf#6 send "User joined the conversation" id=b5a04274 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#8 send "User joined the conversation" id=b5a04274 [t1]
+        0:00:00 > sf#8 ok
         0:00:00 > stream#2 e6 EndUser(Guest) message "User joined the conversation"
         0:00:00 > stream#2 e7 Agent delivered
         0:00:00 > user returns
@@ -724,17 +758,23 @@ fn s24_transfer_is_not_an_end() {
     sim.agent_says("Hi, Raj here.");
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) participant remove Agent
-        0:00:00 < sf#5 routing-status [t1]
+        0:00:00 < sf#7 list-entries [t1]
         0:00:00 > stream#2 e5 Router routing Transfer
-        0:00:00 > sf#5 routing status Transfer
+        0:00:00 > sf#7 5 entries
+        0:00:00 < sf#8 routing-status [t1]
+        0:00:00 > sf#8 routing status Transfer
         0:00:00 > stream#2 e6 Agent(Raj) participant add Agent
-        0:00:00 < bot#6 notify notice "You are now chatting with Raj."
-        0:00:00 > bot#6 ok
+        0:00:00 < sf#9 list-entries [t1]
+        0:00:00 > sf#9 6 entries
+        0:00:00 < bot#10 notify notice "You are now chatting with Raj."
+        0:00:00 > bot#10 ok
         0:00:00 > stream#2 e7 Agent(Raj) message "Hi, Raj here."
-        0:00:00 < bot#7 notify "Hi, Raj here." from Agent(Raj)
-        0:00:00 > bot#7 ok
-        0:00:00 < sf#8 acknowledge delivered e7 [t1]
-        0:00:00 > sf#8 ok
+        0:00:00 < sf#11 list-entries [t1]
+        0:00:00 > sf#11 7 entries
+        0:00:00 < bot#12 notify "Hi, Raj here." from Agent(Raj)
+        0:00:00 > bot#12 ok
+        0:00:00 < sf#13 acknowledge delivered e7 [t1]
+        0:00:00 > sf#13 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.session.phase(), Phase::WithAgent);
@@ -764,8 +804,10 @@ fn s25_agent_leaves_and_the_handover_stays_open_by_default() {
     sim.agent_leaves();
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) participant remove Agent
-        0:00:00 < sf#5 routing-status [t1]
-        0:00:00 > sf#5 routing status NeedsRouting
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < sf#8 routing-status [t1]
+        0:00:00 > sf#8 routing status NeedsRouting
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.session.phase(), Phase::AgentLeft);
@@ -780,14 +822,16 @@ fn s25_agent_leaves_ends_the_handover_when_asked_to() {
     sim.agent_leaves();
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) participant remove Agent
-        0:00:00 < sf#5 routing-status [t1]
-        0:00:00 > sf#5 routing status NeedsRouting
-        0:00:00 < bot#6 inject completed/agent_left
-        0:00:00 < sf#7 close-stream
-        0:00:00 < sf#8 close-conversation [t1]
-        0:00:00 > bot#6 ok
-        0:00:00 > sf#7 ok
-        0:00:00 > sf#8 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < sf#8 routing-status [t1]
+        0:00:00 > sf#8 routing status NeedsRouting
+        0:00:00 < bot#9 inject completed/agent_left
+        0:00:00 < sf#10 close-stream
+        0:00:00 < sf#11 close-conversation [t1]
+        0:00:00 > bot#9 ok
+        0:00:00 > sf#10 ok
+        0:00:00 > sf#11 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["completed/agent_left"]);
@@ -813,15 +857,17 @@ fn s26_agent_ends_the_session() {
     sim.run_until_quiet(secs(600));
     expect![[r#"
         0:00:00 > stream#2 e5 Agent(Jane) participant remove Agent
-        0:00:00 < sf#7 routing-status [t1]
+        0:00:00 < sf#10 list-entries [t1]
         0:00:00 > stream#2 e6 System session Ended
-        0:00:00 < sf#8 list-entries [t1]
-        0:00:00 > sf#7 routing status NeedsRouting
-        0:00:00 > sf#8 6 entries
-        0:00:00 < bot#9 inject completed/agent_ended
-        0:00:00 < sf#10 close-stream
-        0:00:00 > bot#9 ok
-        0:00:00 > sf#10 ok
+        0:00:00 > sf#10 6 entries
+        0:00:00 < sf#11 routing-status [t1]
+        0:00:00 < sf#12 list-entries [t1]
+        0:00:00 > sf#11 routing status NeedsRouting
+        0:00:00 > sf#12 6 entries
+        0:00:00 < bot#13 inject completed/agent_ended
+        0:00:00 < sf#14 close-stream
+        0:00:00 > bot#13 ok
+        0:00:00 > sf#14 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["completed/agent_ended"]);
@@ -848,17 +894,23 @@ fn s27_inactive_is_not_an_end_and_a_user_message_reroutes() {
     sim.agent_joins("Raj");
     expect![[r#"
         0:00:00 > stream#2 e4 System session Inactive
+        0:00:00 < sf#7 list-entries [t1]
         0:00:00 > stream#2 e5 Agent(Jane) participant remove Agent
+        0:00:00 > sf#7 5 entries
         0:00:00 > user says "I'm back" (m1)
-        0:00:00 < sf#5 send "I'm back" id=ebf42e92 [t1]
-        0:00:00 > sf#5 ok
+        0:00:00 < sf#8 send "I'm back" id=ebf42e92 [t1]
+        0:00:00 > sf#8 ok
         0:00:00 > stream#2 e6 EndUser(Guest) message "I'm back"
         0:00:00 > stream#2 e7 Agent delivered
         0:00:00 > stream#2 e8 System session Waiting
+        0:00:00 < sf#9 list-entries [t1]
+        0:00:00 > sf#9 8 entries
         0:00:00 > stream#2 e9 Agent(Raj) participant add Agent
-        0:00:00 < bot#6 inject active agent=Raj
+        0:00:00 < sf#10 list-entries [t1]
         0:00:00 > stream#2 e10 System session Active
-        0:00:00 > bot#6 ok
+        0:00:00 > sf#10 10 entries
+        0:00:00 < bot#11 inject active agent=Raj
+        0:00:00 > bot#11 ok
     "#]]
     .assert_eq(&sim.take_log());
     let actives = sim
@@ -879,12 +931,14 @@ fn s28_routing_failure_is_an_error_and_closes_the_conversation() {
     sim.routing_fails();
     expect![[r#"
         0:00:00 > stream#2 e2 Router routing Initial failed RoutingError
-        0:00:00 < bot#4 inject error/routing_failed
-        0:00:00 < sf#5 close-stream
-        0:00:00 < sf#6 close-conversation [t1]
-        0:00:00 > bot#4 ok
-        0:00:00 > sf#5 ok
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#5 list-entries [t1]
+        0:00:00 > sf#5 2 entries
+        0:00:00 < bot#6 inject error/routing_failed
+        0:00:00 < sf#7 close-stream
+        0:00:00 < sf#8 close-conversation [t1]
+        0:00:00 > bot#6 ok
+        0:00:00 > sf#7 ok
+        0:00:00 > sf#8 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["error/routing_failed"]);
@@ -910,15 +964,23 @@ fn s29_queue_updates_reach_the_flow() {
     sim.queue_position(7);
     expect![[r#"
         0:00:00 > stream#2 e2 Router queue position 3
-        0:00:00 < bot#4 inject queue position=3
-        0:00:00 > bot#4 ok
-        0:00:00 > stream#2 e3 Router routing Initial wait 2m
-        0:00:00 < bot#5 inject queue position=3 wait=2m
-        0:00:00 > bot#5 ok
-        0:00:00 > stream#2 e4 Router queue position 3
-        0:00:00 > stream#2 e5 Router queue position 7
-        0:00:00 < bot#6 inject queue text="It may take a while."
+        0:00:00 < sf#5 list-entries [t1]
+        0:00:00 > sf#5 2 entries
+        0:00:00 < bot#6 inject queue position=3
         0:00:00 > bot#6 ok
+        0:00:00 > stream#2 e3 Router routing Initial wait 2m
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 3 entries
+        0:00:00 < bot#8 inject queue position=3 wait=2m
+        0:00:00 > bot#8 ok
+        0:00:00 > stream#2 e4 Router queue position 3
+        0:00:00 < sf#9 list-entries [t1]
+        0:00:00 > sf#9 4 entries
+        0:00:00 > stream#2 e5 Router queue position 7
+        0:00:00 < sf#10 list-entries [t1]
+        0:00:00 > sf#10 5 entries
+        0:00:00 < bot#11 inject queue text="It may take a while."
+        0:00:00 > bot#11 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -938,12 +1000,14 @@ fn s30_closed_from_the_customer_side() {
     sim.run_until_quiet(secs(60));
     expect![[r#"
         0:00:00 > stream#2 e4 EndUser close-conversation
-        0:00:00 < sf#5 list-entries [t1]
-        0:00:00 > sf#5 4 entries
-        0:00:00 < bot#6 inject completed/user_closed
-        0:00:00 < sf#7 close-stream
-        0:00:00 > bot#6 ok
-        0:00:00 > sf#7 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < sf#8 list-entries [t1]
+        0:00:00 > sf#8 4 entries
+        0:00:00 < bot#9 inject completed/user_closed
+        0:00:00 < sf#10 close-stream
+        0:00:00 > bot#9 ok
+        0:00:00 > sf#10 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["completed/user_closed"]);
@@ -959,12 +1023,12 @@ fn s31_cancel_while_queued() {
     sim.user_cancels();
     expect![[r#"
         0:00:00 > user cancels
-        0:00:00 < bot#4 inject cancelled/cancelled_by_user
-        0:00:00 < sf#5 close-stream
-        0:00:00 < sf#6 close-conversation [t1]
-        0:00:00 > bot#4 ok
-        0:00:00 > sf#5 ok
+        0:00:00 < bot#5 inject cancelled/cancelled_by_user
+        0:00:00 < sf#6 close-stream
+        0:00:00 < sf#7 close-conversation [t1]
+        0:00:00 > bot#5 ok
         0:00:00 > sf#6 ok
+        0:00:00 > sf#7 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["cancelled/cancelled_by_user"]);
@@ -1011,12 +1075,12 @@ fn s32_flow_closes_the_handover() {
     });
     expect![[r#"
         0:00:00 > flow closes
-        0:00:00 < bot#5 inject completed/closed_by_flow
-        0:00:00 < sf#6 close-stream
-        0:00:00 < sf#7 close-conversation [t1]
-        0:00:00 > bot#5 ok
-        0:00:00 > sf#6 ok
-        0:00:00 > sf#7 ok
+        0:00:00 < bot#7 inject completed/closed_by_flow
+        0:00:00 < sf#8 close-stream
+        0:00:00 < sf#9 close-conversation [t1]
+        0:00:00 > bot#7 ok
+        0:00:00 > sf#8 ok
+        0:00:00 > sf#9 ok
         0:00:00 > flow closes
         0:00:00 < record ignored-after-end
         0:00:00 > stream#2 late-1 Agent(Jane) message "Are you still there?"
@@ -1091,13 +1155,19 @@ fn s34_a_guest_handover_ends_while_its_token_can_still_close_it() {
     sim.take_log();
     sim.advance(secs(200));
     expect![[r#"
+        0:57:00 timeout SafetyPoll
+        0:57:00 < sf#120 list-entries [t1]
+        0:57:00 > sf#120 3 entries
+        0:57:30 timeout SafetyPoll
+        0:57:30 < sf#121 list-entries [t1]
+        0:57:30 > sf#121 3 entries
         0:58:00 timeout TokenRenewal
-        0:58:00 < bot#33 inject completed/token_expired
-        0:58:00 < sf#34 close-stream
-        0:58:00 < sf#35 close-conversation [t1]
-        0:58:00 > bot#33 ok
-        0:58:00 > sf#34 ok
-        0:58:00 > sf#35 ok
+        0:58:00 < bot#122 inject completed/token_expired
+        0:58:00 < sf#123 close-stream
+        0:58:00 < sf#124 close-conversation [t1]
+        0:58:00 > bot#122 ok
+        0:58:00 > sf#123 ok
+        0:58:00 > sf#124 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["completed/token_expired"]);
@@ -1116,28 +1186,60 @@ fn s34_a_verified_token_is_renewed_and_the_handover_carries_on() {
     sim.advance(secs(400));
     sim.agent_says("still here");
     expect![[r#"
+        0:57:00 timeout SafetyPoll
+        0:57:00 < sf#120 list-entries [t1]
+        0:57:00 > sf#120 3 entries
+        0:57:30 timeout SafetyPoll
+        0:57:30 < sf#121 list-entries [t1]
+        0:57:30 > sf#121 3 entries
         0:58:00 timeout TokenRenewal
-        0:58:00 < sf#33 renew-token verified
-        0:58:00 < sf#34 list-entries [t1]
-        0:58:00 > sf#33 token t2 verified expires 1:58:00
+        0:58:00 < sf#122 renew-token verified
+        0:58:00 < sf#123 list-entries [t1]
+        0:58:00 > sf#122 token t2 verified expires 1:58:00
         0:58:00 < record token-renewed
         0:58:00 < record stream-reconnect NewToken
-        0:58:00 < sf#35 open-stream after 3 [t2]
-        0:58:00 > sf#34 3 entries
-        0:58:00 > stream#35 opened
-        0:58:00 < sf#36 list-entries [t2]
-        0:58:00 > sf#36 3 entries
+        0:58:00 < sf#124 open-stream after 3 [t2]
+        0:58:00 > sf#123 3 entries
+        0:58:00 > stream#124 opened
+        0:58:00 < sf#125 list-entries [t2]
+        0:58:00 > sf#125 3 entries
+        0:58:30 timeout SafetyPoll
+        0:58:30 < sf#126 list-entries [t2]
+        0:58:30 > sf#126 3 entries
+        0:59:00 timeout SafetyPoll
+        0:59:00 < sf#127 list-entries [t2]
+        0:59:00 > sf#127 3 entries
+        0:59:30 timeout SafetyPoll
+        0:59:30 < sf#128 list-entries [t2]
+        0:59:30 > sf#128 3 entries
         1:00:00 timeout SafetyPoll
-        1:00:00 < sf#37 list-entries [t2]
-        1:00:00 > sf#37 3 entries
+        1:00:00 < sf#129 list-entries [t2]
+        1:00:00 > sf#129 3 entries
+        1:00:30 timeout SafetyPoll
+        1:00:30 < sf#130 list-entries [t2]
+        1:00:30 > sf#130 3 entries
+        1:01:00 timeout SafetyPoll
+        1:01:00 < sf#131 list-entries [t2]
+        1:01:00 > sf#131 3 entries
+        1:01:30 timeout SafetyPoll
+        1:01:30 < sf#132 list-entries [t2]
+        1:01:30 > sf#132 3 entries
         1:02:00 timeout SafetyPoll
-        1:02:00 < sf#38 list-entries [t2]
-        1:02:00 > sf#38 3 entries
-        1:03:20 > stream#35 e4 Agent(Jane) message "still here"
-        1:03:20 < bot#39 notify "still here" from Agent(Jane)
-        1:03:20 > bot#39 ok
-        1:03:20 < sf#40 acknowledge delivered e4 [t2]
-        1:03:20 > sf#40 ok
+        1:02:00 < sf#133 list-entries [t2]
+        1:02:00 > sf#133 3 entries
+        1:02:30 timeout SafetyPoll
+        1:02:30 < sf#134 list-entries [t2]
+        1:02:30 > sf#134 3 entries
+        1:03:00 timeout SafetyPoll
+        1:03:00 < sf#135 list-entries [t2]
+        1:03:00 > sf#135 3 entries
+        1:03:20 > stream#124 e4 Agent(Jane) message "still here"
+        1:03:20 < sf#136 list-entries [t2]
+        1:03:20 > sf#136 4 entries
+        1:03:20 < bot#137 notify "still here" from Agent(Jane)
+        1:03:20 > bot#137 ok
+        1:03:20 < sf#138 acknowledge delivered e4 [t2]
+        1:03:20 > sf#138 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["still here"]);
@@ -1164,10 +1266,12 @@ fn s34_when_renewal_fails_the_handover_ends_after_the_grace_period() {
     sim.take_log();
     sim.advance(secs(2 * 60));
     expect![[r#"
+        1:29:00 timeout SafetyPoll
+        1:29:30 timeout SafetyPoll
         1:30:00 timeout TokenGrace
-        1:30:00 < bot#49 inject completed/token_expired undelivered=m1
+        1:30:00 < bot#140 inject completed/token_expired undelivered=m1
         1:30:00 < record close-skipped
-        1:30:00 > bot#49 ok
+        1:30:00 > bot#140 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(terminal_statuses(&sim), vec!["completed/token_expired"]);
@@ -1204,14 +1308,23 @@ fn s35_a_withheld_message_arrives_by_the_safety_poll() {
     assert!(sim.bot.texts().is_empty());
     sim.advance(secs(120));
     expect![[r#"
+        0:00:30 timeout SafetyPoll
+        0:00:30 < sf#7 list-entries [t1]
+        0:00:30 > sf#7 4 entries
+        0:00:30 < bot#8 notify "Did you get this?" from Agent(Jane)
+        0:00:30 < record backfilled 1
+        0:00:30 > bot#8 ok
+        0:00:30 < sf#9 acknowledge delivered e4 [t1]
+        0:00:30 > sf#9 ok
+        0:01:00 timeout SafetyPoll
+        0:01:00 < sf#10 list-entries [t1]
+        0:01:00 > sf#10 4 entries
+        0:01:30 timeout SafetyPoll
+        0:01:30 < sf#11 list-entries [t1]
+        0:01:30 > sf#11 4 entries
         0:02:00 timeout SafetyPoll
-        0:02:00 < sf#5 list-entries [t1]
-        0:02:00 > sf#5 4 entries
-        0:02:00 < bot#6 notify "Did you get this?" from Agent(Jane)
-        0:02:00 < record backfilled 1
-        0:02:00 > bot#6 ok
-        0:02:00 < sf#7 acknowledge delivered e4 [t1]
-        0:02:00 > sf#7 ok
+        0:02:00 < sf#12 list-entries [t1]
+        0:02:00 > sf#12 4 entries
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["Did you get this?"]);
@@ -1237,28 +1350,34 @@ fn s36_a_silent_stream_is_replaced_and_nothing_is_lost() {
     sim.take_log();
     sim.advance(secs(120));
     expect![[r#"
+        0:01:30 timeout SafetyPoll
+        0:01:30 < sf#9 list-entries [t1]
+        0:01:30 > sf#9 5 entries
+        0:01:30 < bot#10 notify "one" from Agent(Jane)
+        0:01:30 < record backfilled 2
+        0:01:30 > bot#10 ok
+        0:01:30 < sf#11 acknowledge delivered e4 [t1]
+        0:01:30 < bot#12 notify "two" from Agent(Jane)
+        0:01:30 > sf#11 ok
+        0:01:30 > bot#12 ok
+        0:01:30 < sf#13 acknowledge delivered e5 [t1]
+        0:01:30 > sf#13 ok
         0:02:00 timeout SafetyPoll
-        0:02:00 < sf#5 list-entries [t1]
-        0:02:00 > sf#5 5 entries
-        0:02:00 < bot#6 notify "one" from Agent(Jane)
-        0:02:00 < record backfilled 2
-        0:02:00 > bot#6 ok
-        0:02:00 < sf#7 acknowledge delivered e4 [t1]
-        0:02:00 < bot#8 notify "two" from Agent(Jane)
-        0:02:00 > sf#7 ok
-        0:02:00 > bot#8 ok
-        0:02:00 < sf#9 acknowledge delivered e5 [t1]
-        0:02:00 > sf#9 ok
+        0:02:00 < sf#14 list-entries [t1]
+        0:02:00 > sf#14 5 entries
         0:02:30 timeout StreamWatchdog
         0:02:30 < record stream-reconnect Silent
-        0:02:30 < sf#10 open-stream after 3 [t1]
-        0:02:30 > stream#10 opened
-        0:02:30 < sf#11 list-entries [t1]
-        0:02:30 > stream#10 e4 Agent(Jane) message "one"
+        0:02:30 < sf#15 open-stream after 3 [t1]
+        0:02:30 < sf#16 list-entries [t1]
+        0:02:30 > stream#15 opened
+        0:02:30 > stream#15 e4 Agent(Jane) message "one"
         0:02:30 < record duplicate-entry
-        0:02:30 > stream#10 e5 Agent(Jane) message "two"
+        0:02:30 > stream#15 e5 Agent(Jane) message "two"
         0:02:30 < record duplicate-entry
-        0:02:30 > sf#11 5 entries
+        0:02:30 > sf#16 5 entries
+        0:03:00 timeout SafetyPoll
+        0:03:00 < sf#17 list-entries [t1]
+        0:03:00 > sf#17 5 entries
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["one", "two"]);
@@ -1276,20 +1395,20 @@ fn s37_a_dropped_stream_reconnects_replays_and_delivers_each_message_once() {
     expect![[r#"
         0:00:00.997 timeout StreamReconnect
         0:00:00.997 < record stream-reconnect Dropped
-        0:00:00.997 < sf#7 open-stream after 4 [t1]
-        0:00:00.997 > stream#7 opened
-        0:00:00.997 < sf#8 list-entries [t1]
-        0:00:00.997 > stream#7 e5 Agent(Jane) message "while down 1"
-        0:00:00.997 < bot#9 notify "while down 1" from Agent(Jane)
-        0:00:00.997 > stream#7 e6 Agent(Jane) message "while down 2"
-        0:00:00.997 > sf#8 6 entries
-        0:00:00.997 > bot#9 ok
-        0:00:00.997 < sf#10 acknowledge delivered e5 [t1]
-        0:00:00.997 < bot#11 notify "while down 2" from Agent(Jane)
-        0:00:00.997 > sf#10 ok
-        0:00:00.997 > bot#11 ok
-        0:00:00.997 < sf#12 acknowledge delivered e6 [t1]
-        0:00:00.997 > sf#12 ok
+        0:00:00.997 < sf#10 open-stream after 4 [t1]
+        0:00:00.997 > stream#10 opened
+        0:00:00.997 < sf#11 list-entries [t1]
+        0:00:00.997 > stream#10 e5 Agent(Jane) message "while down 1"
+        0:00:00.997 > stream#10 e6 Agent(Jane) message "while down 2"
+        0:00:00.997 > sf#11 6 entries
+        0:00:00.997 < bot#12 notify "while down 1" from Agent(Jane)
+        0:00:00.997 > bot#12 ok
+        0:00:00.997 < sf#13 acknowledge delivered e5 [t1]
+        0:00:00.997 < bot#14 notify "while down 2" from Agent(Jane)
+        0:00:00.997 > sf#13 ok
+        0:00:00.997 > bot#14 ok
+        0:00:00.997 < sf#15 acknowledge delivered e6 [t1]
+        0:00:00.997 > sf#15 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(
@@ -1345,19 +1464,21 @@ fn s38_401_on_the_stream_uses_a_continuation_token() {
     expect![[r#"
         0:00:00 > stream#2 closed: unauthorized
         0:00:00 < record token-unusable
-        0:00:00 < sf#5 continuation-token [t1]
-        0:00:00 > sf#5 token t2 guest expires 6:00:00
+        0:00:00 < sf#7 continuation-token [t1]
+        0:00:00 > sf#7 token t2 guest expires 6:00:00
         0:00:00 < record token-continued
         0:00:00 < record stream-reconnect Unauthorized
-        0:00:00 < sf#6 open-stream after 3 [t2]
-        0:00:00 > stream#6 opened
-        0:00:00 < sf#7 list-entries [t2]
-        0:00:00 > sf#7 3 entries
-        0:00:00 > stream#6 e4 Agent(Jane) message "after the 401"
-        0:00:00 < bot#8 notify "after the 401" from Agent(Jane)
-        0:00:00 > bot#8 ok
-        0:00:00 < sf#9 acknowledge delivered e4 [t2]
-        0:00:00 > sf#9 ok
+        0:00:00 < sf#8 open-stream after 3 [t2]
+        0:00:00 > stream#8 opened
+        0:00:00 < sf#9 list-entries [t2]
+        0:00:00 > sf#9 3 entries
+        0:00:00 > stream#8 e4 Agent(Jane) message "after the 401"
+        0:00:00 < sf#10 list-entries [t2]
+        0:00:00 > sf#10 4 entries
+        0:00:00 < bot#11 notify "after the 401" from Agent(Jane)
+        0:00:00 > bot#11 ok
+        0:00:00 < sf#12 acknowledge delivered e4 [t2]
+        0:00:00 > sf#12 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["after the 401"]);
@@ -1469,10 +1590,12 @@ fn s39_unknown_event_types_are_counted_and_the_stream_goes_on() {
         0:00:00 > stream#2 unknown event CONVERSATION_SOMETHING_NEW
         0:00:00 < record unknown-event CONVERSATION_SOMETHING_NEW
         0:00:00 > stream#2 e4 Agent(Jane) message "still works"
-        0:00:00 < bot#5 notify "still works" from Agent(Jane)
-        0:00:00 > bot#5 ok
-        0:00:00 < sf#6 acknowledge delivered e4 [t1]
-        0:00:00 > sf#6 ok
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify "still works" from Agent(Jane)
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
     "#]]
     .assert_eq(&sim.take_log());
 }
@@ -1515,13 +1638,13 @@ fn s40_a_malformed_event_is_counted_and_the_entry_recovered_by_backfill() {
     expect![[r#"
         0:00:00 > stream#2 malformed event: entryPayload is not valid JSON
         0:00:00 < record malformed-event
-        0:00:00 < sf#5 list-entries [t1]
-        0:00:00 > sf#5 4 entries
-        0:00:00 < bot#6 notify "garbled on the way" from Agent(Jane)
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify "garbled on the way" from Agent(Jane)
         0:00:00 < record backfilled 1
-        0:00:00 > bot#6 ok
-        0:00:00 < sf#7 acknowledge delivered e4 [t1]
-        0:00:00 > sf#7 ok
+        0:00:00 > bot#8 ok
+        0:00:00 < sf#9 acknowledge delivered e4 [t1]
+        0:00:00 > sf#9 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["garbled on the way"]);
@@ -1544,15 +1667,17 @@ fn s42_a_restart_keeps_the_token_and_reopens_the_stream_from_the_last_event_id()
         0:00:00 > resumed after a restart
         0:00:00 < record resumed
         0:00:00 < record stream-reconnect Resumed
-        0:00:00 < sf#8 open-stream after 6 [t1]
-        0:00:00 > stream#8 opened
-        0:00:00 < sf#9 list-entries [t1]
-        0:00:00 > sf#9 6 entries
-        0:00:00 > stream#8 e7 Agent(Jane) message "after the restart"
-        0:00:00 < bot#10 notify "after the restart" from Agent(Jane)
-        0:00:00 > bot#10 ok
-        0:00:00 < sf#11 acknowledge delivered e7 [t1]
-        0:00:00 > sf#11 ok
+        0:00:00 < sf#11 open-stream after 6 [t1]
+        0:00:00 > stream#11 opened
+        0:00:00 < sf#12 list-entries [t1]
+        0:00:00 > sf#12 6 entries
+        0:00:00 > stream#11 e7 Agent(Jane) message "after the restart"
+        0:00:00 < sf#13 list-entries [t1]
+        0:00:00 > sf#13 7 entries
+        0:00:00 < bot#14 notify "after the restart" from Agent(Jane)
+        0:00:00 > bot#14 ok
+        0:00:00 < sf#15 acknowledge delivered e7 [t1]
+        0:00:00 > sf#15 ok
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(mints(&sim), mints_before, "no token is minted again");
@@ -1588,23 +1713,33 @@ fn s41_a_failing_notify_is_retried_and_later_messages_wait_behind_it() {
     sim.run_until_quiet(secs(60));
     expect![[r#"
         0:00:00 > stream#2 e4 Agent(Jane) message "first"
-        0:00:00 < bot#5 notify "first" from Agent(Jane)
-        0:00:00 > bot#5 failed: transient failure: 502 Bad Gateway
+        0:00:00 < sf#7 list-entries [t1]
+        0:00:00 > sf#7 4 entries
+        0:00:00 < bot#8 notify "first" from Agent(Jane)
+        0:00:00 > bot#8 failed: transient failure: 502 Bad Gateway
         0:00:00 < record bot-delivery-failed will-retry
         0:00:00 > stream#2 e5 Agent(Jane) message "second"
+        0:00:00 < sf#9 list-entries [t1]
+        0:00:00 > sf#9 5 entries
         0:00:00.997 timeout BotRetry
-        0:00:00.997 < bot#6 notify "first" from Agent(Jane)
-        0:00:00.997 > bot#6 failed: transient failure: 502 Bad Gateway
+        0:00:00.997 < bot#10 notify "first" from Agent(Jane)
+        0:00:00.997 > bot#10 failed: transient failure: 502 Bad Gateway
         0:00:00.997 < record bot-delivery-failed will-retry
         0:00:02.289 timeout BotRetry
-        0:00:02.289 < bot#7 notify "first" from Agent(Jane)
-        0:00:02.289 > bot#7 ok
-        0:00:02.289 < sf#8 acknowledge delivered e4 [t1]
-        0:00:02.289 < bot#9 notify "second" from Agent(Jane)
-        0:00:02.289 > sf#8 ok
-        0:00:02.289 > bot#9 ok
-        0:00:02.289 < sf#10 acknowledge delivered e5 [t1]
-        0:00:02.289 > sf#10 ok
+        0:00:02.289 < bot#11 notify "first" from Agent(Jane)
+        0:00:02.289 > bot#11 ok
+        0:00:02.289 < sf#12 acknowledge delivered e4 [t1]
+        0:00:02.289 < bot#13 notify "second" from Agent(Jane)
+        0:00:02.289 > sf#12 ok
+        0:00:02.289 > bot#13 ok
+        0:00:02.289 < sf#14 acknowledge delivered e5 [t1]
+        0:00:02.289 > sf#14 ok
+        0:00:30 timeout SafetyPoll
+        0:00:30 < sf#15 list-entries [t1]
+        0:00:30 > sf#15 5 entries
+        0:01:00 timeout SafetyPoll
+        0:01:00 < sf#16 list-entries [t1]
+        0:01:00 > sf#16 5 entries
     "#]]
     .assert_eq(&sim.take_log());
     assert_eq!(sim.bot.texts(), vec!["first", "second"]);
@@ -1635,4 +1770,262 @@ fn s41_after_the_retry_budget_the_handover_ends_with_an_error_and_keeps_the_mess
         sim.salesforce.closed(),
         "the agent learns the conversation is over"
     );
+}
+
+// ---- H. Order and completeness when Salesforce withholds events ------------------------------
+
+/// The texts Salesforce's log holds for agent messages, in server order.
+fn agent_texts_in_server_order(sim: &Sim) -> Vec<String> {
+    sim.salesforce
+        .log()
+        .iter()
+        .filter_map(
+            |logged| match (&logged.entry.sender.role, &logged.entry.payload) {
+                (Role::Agent, EntryPayload::Message(MessageContent::Text(text))) => {
+                    Some(text.clone())
+                }
+                _ => None,
+            },
+        )
+        .collect()
+}
+
+fn observed(sim: &Sim, what: impl Fn(&Observation) -> bool) -> usize {
+    sim.history()
+        .iter()
+        .filter(|(_, command)| matches!(command, Command::Record(o) if what(o)))
+        .count()
+}
+
+#[test]
+fn s45_after_a_reconnect_the_new_streams_entries_wait_for_the_backfill_and_merge_in_order() {
+    // Every result and event takes 300 ms, so the backfill that the reconnect starts is still
+    // paging while the new stream delivers what the agent writes next.
+    let mut sim = with_agent(|c| {
+        c.latency = Duration::from_millis(300);
+        c.config.backfill_page_size = 5;
+    });
+    sim.advance(secs(2));
+    sim.agent_says("1");
+    sim.advance(secs(2));
+    sim.drop_stream();
+    // Written while the stream is down; the stream's replay will leave out every third.
+    for n in 2..=13 {
+        if n % 3 == 0 {
+            sim.agent_says_withheld(&n.to_string());
+        } else {
+            sim.agent_says(&n.to_string());
+        }
+    }
+    // Reconnect within the backoff, then the agent keeps writing on the new stream while the
+    // backfill pages back through what was missed.
+    for n in 14..=20 {
+        sim.advance(Duration::from_millis(250));
+        sim.agent_says(&n.to_string());
+    }
+    sim.advance(secs(20));
+    let expected = agent_texts_in_server_order(&sim);
+    assert_eq!(expected.len(), 20);
+    assert_eq!(
+        sim.bot.texts(),
+        expected,
+        "every message once, in server order"
+    );
+    assert_eq!(
+        observed(&sim, |o| matches!(o, Observation::HoldReleased { .. })),
+        0
+    );
+    assert!(
+        observed(&sim, |o| matches!(o, Observation::Backfilled { .. })) > 0,
+        "the withheld ones came from the entries list"
+    );
+}
+
+#[test]
+fn s45_a_hold_past_its_bound_releases_what_it_has_and_the_rest_comes_late() {
+    // A listing that takes longer than the hold (5 s): the stream's entries go as they are,
+    // and the withheld one before them comes when the listing does.
+    let mut sim = sim_with(|c| c.latency = secs(6));
+    sim.start();
+    sim.advance(secs(30));
+    sim.agent_joins("Jane");
+    sim.advance(secs(20));
+    let released = |sim: &Sim| observed(sim, |o| matches!(o, Observation::HoldReleased { .. }));
+    // (The join itself waited past the bound.)
+    let released_before = released(&sim);
+    sim.agent_says_withheld("withheld");
+    sim.agent_says("streamed");
+    // The entry arrives after 6 s and may wait 5 s; its listing would answer 6 s later.
+    sim.advance(Duration::from_millis(10_900));
+    assert!(sim.bot.texts().is_empty());
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(
+        sim.bot.texts(),
+        vec!["streamed"],
+        "released at the bound, not later"
+    );
+    assert_eq!(
+        released(&sim),
+        released_before + 1,
+        "the release is reported"
+    );
+    sim.advance(secs(10));
+    assert_eq!(
+        sim.bot.texts(),
+        vec!["streamed", "withheld"],
+        "late, never lost"
+    );
+}
+
+#[test]
+fn s45_a_failed_listing_releases_the_held_entries_at_once() {
+    let mut sim = with_agent(|_| {});
+    sim.salesforce.fail_next(
+        Target::ListEntries,
+        CallFailure::Transient("503".to_owned()),
+    );
+    sim.agent_says("Hi");
+    assert_eq!(sim.bot.texts(), vec!["Hi"]);
+    assert_eq!(
+        observed(&sim, |o| matches!(o, Observation::HoldReleased { .. })),
+        1
+    );
+}
+
+#[test]
+fn s46_a_withheld_join_is_found_by_the_agents_first_message_and_comes_first() {
+    let mut sim = sim_with(|_| {});
+    sim.start();
+    sim.take_log();
+    sim.agent_joins_withheld("Jane");
+    sim.agent_says("Hi, I am Jane");
+    expect![[r#"
+        0:00:00 > stream#2 e3 Agent(Jane) message "Hi, I am Jane"
+        0:00:00 < sf#5 list-entries [t1]
+        0:00:00 > sf#5 3 entries
+        0:00:00 < bot#6 inject active agent=Jane
+        0:00:00 < record backfilled 1
+        0:00:00 > bot#6 ok
+        0:00:00 < bot#7 notify "Hi, I am Jane" from Agent(Jane)
+        0:00:00 > bot#7 ok
+        0:00:00 < sf#8 acknowledge delivered e3 [t1]
+        0:00:00 > sf#8 ok
+    "#]]
+    .assert_eq(&sim.take_log());
+    assert_eq!(
+        sim.elapsed(),
+        Duration::ZERO,
+        "at once, not at the next safety poll"
+    );
+}
+
+#[test]
+fn s46_a_withheld_session_end_is_found_by_the_agents_removal() {
+    let mut sim = sim_with(|c| c.latency = Duration::from_millis(100));
+    sim.start();
+    sim.advance(secs(1));
+    sim.agent_joins("Jane");
+    sim.advance(secs(1));
+    let before = sim.elapsed();
+    sim.agent_ends_withheld();
+    sim.advance(secs(2));
+    assert_eq!(terminal_statuses(&sim), vec!["completed/agent_ended"]);
+    assert!(
+        sim.elapsed() - before <= secs(3),
+        "within a round trip or two, not 2 minutes"
+    );
+}
+
+#[test]
+fn s46_with_an_agent_there_the_safety_poll_comes_every_30_seconds() {
+    let mut sim = with_agent(|_| {});
+    sim.agent_says_withheld("the last thing the agent said");
+    sim.advance(secs(29));
+    assert!(sim.bot.texts().is_empty());
+    sim.advance(secs(1));
+    assert_eq!(sim.bot.texts(), vec!["the last thing the agent said"]);
+    // Without an agent the poll keeps its long interval.
+    let mut queued = sim_with(|_| {});
+    queued.start();
+    // The routing result's own listing.
+    assert_eq!(queued.salesforce.listings, 1);
+    queued.advance(secs(31));
+    assert_eq!(queued.salesforce.listings, 1);
+    queued.advance(secs(90));
+    assert_eq!(queued.salesforce.listings, 2);
+}
+
+#[test]
+fn s47_paging_loses_nothing_under_either_reading_of_the_bounds() {
+    for exclusive in [false, true] {
+        let mut sim = with_agent(|c| c.config.backfill_page_size = 5);
+        sim.salesforce.exclusive_bounds = exclusive;
+        // Two entries in the millisecond where one page ends and the next begins.
+        sim.drop_stream();
+        for n in 1..=4 {
+            sim.agent_says_withheld(&format!("older {n}"));
+        }
+        sim.agent_burst(3, 1);
+        for n in 1..=4 {
+            sim.agent_says_withheld(&format!("newer {n}"));
+        }
+        sim.advance(secs(10));
+        let expected = agent_texts_in_server_order(&sim);
+        assert_eq!(expected.len(), 11);
+        assert_eq!(sim.bot.texts(), expected, "exclusive bounds: {exclusive}");
+        assert!(sim.session.missed_entries().is_empty());
+    }
+}
+
+#[test]
+fn s48_a_millisecond_fuller_than_a_page_is_listed_from_both_ends() {
+    for exclusive in [false, true] {
+        let mut sim = with_agent(|c| c.config.backfill_page_size = 5);
+        sim.salesforce.exclusive_bounds = exclusive;
+        sim.drop_stream();
+        // Eight entries in one millisecond, none on the stream: the newest five come going
+        // back, the oldest five going forward from that millisecond.
+        sim.agent_burst(8, 1);
+        sim.advance(secs(10));
+        let expected = agent_texts_in_server_order(&sim);
+        assert_eq!(sim.bot.texts(), expected, "exclusive bounds: {exclusive}");
+        assert!(sim.session.missed_entries().is_empty());
+    }
+}
+
+#[test]
+fn s48_what_no_page_can_reach_is_reported_in_the_outcome_not_dropped_in_silence() {
+    let mut sim = with_agent(|c| c.config.backfill_page_size = 5);
+    sim.drop_stream();
+    // Twelve in one millisecond: two pages of five cannot reach the middle two.
+    sim.agent_burst(12, 1);
+    sim.advance(secs(10));
+    assert_eq!(sim.bot.texts().len(), 10);
+    let missed = sim.session.missed_entries().to_vec();
+    assert_eq!(missed.len(), 1);
+    let burst_time = sim
+        .salesforce
+        .log()
+        .last()
+        .unwrap()
+        .entry
+        .server_time
+        .unwrap();
+    assert_eq!(
+        missed[0],
+        MissedEntries {
+            from: burst_time,
+            to: burst_time
+        }
+    );
+    assert_eq!(
+        observed(&sim, |o| matches!(o, Observation::EntriesMissed { .. })),
+        1,
+        "reported once, for the operator's log"
+    );
+    sim.agent_ends();
+    sim.advance(secs(5));
+    let outcome = sim.session.outcome().unwrap();
+    assert_eq!(outcome.reason, EndReason::AgentEnded);
+    assert_eq!(outcome.missed, missed, "the Flow hears of the gap");
 }

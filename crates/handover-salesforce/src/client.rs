@@ -31,6 +31,15 @@ use crate::wire;
 
 const API: &str = "/iamessage/api/v2";
 
+/// Which entries a listing asks for: `endTimestamp` and `startTimestamp`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EntryWindow {
+    /// Up to this time (`endTimestamp`).
+    pub before: Option<Timestamp>,
+    /// From this time on (`startTimestamp`, listed with `direction=FromStart`).
+    pub from: Option<Timestamp>,
+}
+
 /// A MIAW client for one deployment. Cheap to clone; clones share one [`Transport`].
 #[derive(Clone)]
 pub struct MiawClient {
@@ -301,20 +310,29 @@ impl MiawClient {
             .await
     }
 
-    /// The newest `limit` entries at or before `before`, oldest first. Entries that cannot be
-    /// decoded are left out and counted ([`Self::decode_failures`]).
+    /// At most `limit` entries of the window, oldest first: the newest ones up to
+    /// `window.before`, or, when the window has a start, the oldest ones from `window.from` on.
+    /// The bounds go to Salesforce as they are (it does not say whether they are inclusive;
+    /// the core pages for either reading). Entries that cannot be decoded are left out and
+    /// counted ([`Self::decode_failures`]).
     pub async fn list_entries(
         &self,
         token: &AccessToken,
         conversation: ConversationId,
-        before: Option<Timestamp>,
+        window: EntryWindow,
         limit: u32,
     ) -> Result<Vec<ConversationEntry>, SalesforceError> {
+        // Newest first unless the window has a start: then the oldest from there on.
+        let forward = window.from.is_some();
+        let direction = if forward { "FromStart" } else { "FromEnd" };
         let mut query = vec![
             ("limit", limit.clamp(1, 50).to_string()),
-            ("direction", "FromEnd".to_owned()),
+            ("direction", direction.to_owned()),
         ];
-        if let Some(before) = before {
+        if let Some(from) = window.from {
+            query.push(("startTimestamp", from.as_unix_millis().to_string()));
+        }
+        if let Some(before) = window.before {
             query.push(("endTimestamp", before.as_unix_millis().to_string()));
         }
         let request = self
@@ -328,7 +346,12 @@ impl MiawClient {
         let listed = listing.conversation_entries;
         let conversation_text = conversation.to_string();
         let mut entries = Vec::with_capacity(listed.len());
-        for entry in listed.iter().rev() {
+        let in_order: Box<dyn Iterator<Item = &Value>> = if forward {
+            Box::new(listed.iter())
+        } else {
+            Box::new(listed.iter().rev())
+        };
+        for entry in in_order {
             match decode::decode_entry(entry, &conversation_text) {
                 Ok(entry) => entries.push(entry),
                 Err(error) => {
@@ -719,10 +742,17 @@ impl SalesforcePort for MiawClient {
                 conversation_id,
                 before,
                 limit,
-            } => Ok(SalesforceResponse::Entries(
-                self.list_entries(token()?, *conversation_id, *before, *limit)
-                    .await?,
-            )),
+                from,
+            } => {
+                let window = EntryWindow {
+                    before: *before,
+                    from: *from,
+                };
+                Ok(SalesforceResponse::Entries(
+                    self.list_entries(token()?, *conversation_id, window, *limit)
+                        .await?,
+                ))
+            }
             SalesforceRequest::FetchRoutingStatus { conversation_id } => {
                 Ok(SalesforceResponse::RoutingStatus(
                     self.routing_status(token()?, *conversation_id).await?,

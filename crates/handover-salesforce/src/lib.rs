@@ -34,7 +34,7 @@ mod stream;
 mod wire;
 
 pub use attachments::{AttachmentPolicy, AttachmentRefused};
-pub use client::{MiawClient, Receipt};
+pub use client::{EntryWindow, MiawClient, Receipt};
 pub use config::{MiawConfig, MiawConfigError};
 pub use error::SalesforceError;
 pub use http::{HttpSettings, HttpVersion, StreamConnections, Transport};

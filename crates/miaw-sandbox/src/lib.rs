@@ -1,7 +1,8 @@
 /*!
 A simulator of Salesforce Messaging for In-App and Web (MIAW, "Enhanced Chat") for tests, demos
-and benchmarks: the custom-client REST API and the server-sent-event stream as
-`design/miaw-api.md` describes them, quirks included, plus what a real org cannot give a test:
+and benchmarks: the custom-client REST API and the server-sent-event stream as Salesforce's
+public reference describes them (`docs/miaw-sandbox.md` lists the sources and every behaviour
+the sandbox had to choose), quirks included, plus what a real org cannot give a test:
 a control API to play the agent, scripted agents, fault injection, and a console page for
 people.
 

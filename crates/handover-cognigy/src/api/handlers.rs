@@ -18,8 +18,9 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::wire::{
-    AcceptedBody, AttachmentBody, ErrorBody, HandoverBody, ListBody, MessageBody, OutcomeBody,
-    SettingsBody, StartBody, StartedBody, TurnBody, TurnRole, TypingBody,
+    AcceptedBody, AttachmentBody, ErrorBody, HandoverBody, ListBody, MessageBody,
+    MissedEntriesBody, OutcomeBody, SettingsBody, StartBody, StartedBody, TurnBody, TurnRole,
+    TypingBody,
 };
 use super::{ApiState, JsonBody};
 use crate::service::{HandoverView, ListFilter, NewHandover};
@@ -259,6 +260,14 @@ fn view(view: HandoverView) -> HandoverBody {
                 .unconfirmed
                 .iter()
                 .map(ToString::to_string)
+                .collect(),
+            missed_entries: outcome
+                .missed
+                .iter()
+                .map(|missed| MissedEntriesBody {
+                    from_ms: missed.from.as_unix_millis(),
+                    to_ms: missed.to.as_unix_millis(),
+                })
                 .collect(),
         }),
     }

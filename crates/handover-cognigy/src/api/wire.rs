@@ -250,6 +250,19 @@ pub(crate) struct OutcomeBody {
     pub undelivered_message_ids: Vec<String>,
     /// User messages in flight at the end, not known to have arrived.
     pub unconfirmed_message_ids: Vec<String>,
+    /// Stretches of Salesforce's conversation that could not be listed in full: agent
+    /// messages in them may not have reached the user. Empty when nothing is known missing.
+    pub missed_entries: Vec<MissedEntriesBody>,
+}
+
+/// A stretch of server time (`transcriptedTimestamp`, both ends included).
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct MissedEntriesBody {
+    /// Its first millisecond, since the Unix epoch.
+    pub from_ms: u64,
+    /// Its last millisecond, since the Unix epoch.
+    pub to_ms: u64,
 }
 
 /// Handovers, newest first.

@@ -69,6 +69,8 @@ impl Session {
         );
         self.phase = Phase::Ended;
         self.ending = None;
+        // Stream entries still waiting for a listing came after the end.
+        self.held.clear();
         let mut undelivered = self.refused.clone();
         let unsent = self
             .outbound
@@ -106,6 +108,7 @@ impl Session {
             detail,
             undelivered,
             unconfirmed,
+            missed: self.missed.clone(),
         };
         self.outcome = Some(outcome.clone());
         self.inject(out, now, HandoverStatus::Ended(outcome));

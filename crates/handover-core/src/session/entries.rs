@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 use crate::bot::{
-    AgentMessage, BotDelivery, EndReason, HandoverStatus, Notification, ProviderEvent, QueueUpdate,
+    AgentMessage, BotDelivery, EndReason, HandoverStatus, MissedEntries, Notification,
+    ProviderEvent, QueueUpdate,
 };
 use crate::ids::{CallId, EntryId};
 use crate::io::{Command, Observation};
@@ -13,8 +14,89 @@ use crate::salesforce::{
     SalesforceResponse, Sender, SessionStatus,
 };
 use crate::time::Timestamp;
+use crate::timer::Timer;
 
-use super::{Backfill, ConversationState, Pending, Phase, Session, record};
+use super::{
+    Backfill, BoundsReading, ConversationState, HeldEntry, PageStep, Pending, Phase, Session,
+    record,
+};
+
+/// What a backfill does after a page.
+enum Next {
+    Page(PageStep),
+    Done,
+    Incomplete,
+}
+
+/// Whether an entry changes what the user or the Flow sees, so that its place in the
+/// conversation matters. Typing, progress, receipts and the echo of the user's own messages
+/// do not wait for a listing.
+fn is_ordered(entry: &ConversationEntry) -> bool {
+    match &entry.payload {
+        EntryPayload::Message(_) => entry.sender.role != Role::EndUser,
+        EntryPayload::ParticipantChanged(_)
+        | EntryPayload::RoutingResult(_)
+        | EntryPayload::SessionStatusChanged { .. }
+        | EntryPayload::CloseConversation
+        | EntryPayload::QueuePosition { .. } => true,
+        EntryPayload::TypingStarted
+        | EntryPayload::TypingStopped
+        | EntryPayload::DeliveryAcknowledged { .. }
+        | EntryPayload::ReadAcknowledged { .. }
+        | EntryPayload::ProgressIndicator { .. }
+        | EntryPayload::Unknown { .. } => false,
+    }
+}
+
+/// Oldest first; entries without a server time last.
+fn order_key(entry: &ConversationEntry) -> (bool, Option<Timestamp>) {
+    (entry.server_time.is_none(), entry.server_time)
+}
+
+/// Adds a page (in Salesforce's order) to the entries collected so far (in Salesforce's
+/// order), keeping one order: a new entry goes next to an entry both lists share, or, where
+/// they share none, by time, before what was collected in its millisecond (pages go back in
+/// time, and a page forward from a crowded millisecond lists its oldest entries). Returns how
+/// many entries were new.
+fn merge_page(collected: &mut Vec<ConversationEntry>, page: Vec<ConversationEntry>) -> usize {
+    let position = |list: &[ConversationEntry], id: &EntryId| {
+        list.iter().position(|entry| &entry.identifier == id)
+    };
+    let shared: Vec<bool> = page
+        .iter()
+        .map(|entry| position(collected, &entry.identifier).is_some())
+        .collect();
+    if !shared.contains(&true) {
+        let fresh = page.len();
+        for entry in page.into_iter().rev() {
+            let at = collected
+                .iter()
+                .position(|known| order_key(known) >= order_key(&entry))
+                .unwrap_or(collected.len());
+            collected.insert(at, entry);
+        }
+        return fresh;
+    }
+    let ids: Vec<EntryId> = page.iter().map(|e| e.identifier.clone()).collect();
+    let mut fresh = 0;
+    for (index, entry) in page.into_iter().enumerate() {
+        if shared[index] {
+            continue;
+        }
+        fresh += 1;
+        // Before the next shared entry of the page, or else after the entry before it (shared,
+        // or inserted just now).
+        let at = match (index + 1..ids.len()).find(|&later| shared[later]) {
+            Some(anchor) => position(collected, &ids[anchor]).unwrap_or(collected.len()),
+            None => index
+                .checked_sub(1)
+                .and_then(|before| position(collected, &ids[before]))
+                .map_or(collected.len(), |p| p + 1),
+        };
+        collected.insert(at, entry);
+    }
+    fresh
+}
 
 /// Where an entry came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -63,7 +145,7 @@ impl Session {
         }
     }
 
-    // ---- backfill ---------------------------------------------------------------------------
+    // ---- backfill ----------------------------------------------------------------------------
 
     /// Lists recent entries unless a routine listing is already under way. Returns whether a
     /// backfill is now under way.
@@ -83,39 +165,94 @@ impl Session {
         if !last && self.backfill.is_some() {
             return true;
         }
-        let Some(call) = self.list_entries(out, now, None) else {
+        let step = PageStep::Back { before: None };
+        let limit = self.config.backfill_page_size;
+        let Some(call) = self.list_entries(out, now, step, limit) else {
             return false;
         };
         self.backfill = Some(Backfill {
             call,
             last,
             pages: 0,
-            before: None,
+            step,
+            limit,
             newest: None,
             collected: Vec::new(),
+            crowded_anchor: None,
         });
         true
+    }
+
+    /// The bounds of a page's request: `(endTimestamp, startTimestamp)`.
+    fn page_bounds(&self, step: PageStep) -> (Option<Timestamp>, Option<Timestamp>) {
+        let millisecond = Duration::from_millis(1);
+        let inclusive = self.bounds == BoundsReading::Inclusive;
+        let exclusive = self.bounds == BoundsReading::Exclusive;
+        match step {
+            // Through the millisecond of the previous page's oldest entry: all of it, under
+            // either reading, unless the reading is known to be inclusive.
+            PageStep::Back { before } => {
+                let before = before.map(|boundary| {
+                    if inclusive {
+                        boundary
+                    } else {
+                        boundary + millisecond
+                    }
+                });
+                (before, None)
+            }
+            // From the millisecond before, so that either reading of `startTimestamp` includes
+            // the crowded one; from the crowded one itself once the reading is known to be
+            // inclusive (the millisecond before may crowd the page).
+            PageStep::Crowded { at, second } => {
+                let from = if second || inclusive {
+                    at
+                } else {
+                    at.saturating_sub(millisecond)
+                };
+                (None, Some(from))
+            }
+            // Below the crowded millisecond: the bound an exclusive reading needs, then (or
+            // once the reading is known to be inclusive) the one an inclusive reading needs.
+            PageStep::Below { crowded, second } => {
+                let before = if (second || inclusive) && !exclusive {
+                    crowded.saturating_sub(millisecond)
+                } else {
+                    crowded
+                };
+                (Some(before), None)
+            }
+        }
     }
 
     fn list_entries(
         &mut self,
         out: &mut Vec<Command>,
         now: Timestamp,
-        before: Option<Timestamp>,
+        step: PageStep,
+        limit: u32,
     ) -> Option<CallId> {
         let credential = self.credential(now)?;
+        let (before, from) = self.page_bounds(step);
         let request = SalesforceRequest::ListEntries {
             conversation_id: self.request.conversation_id,
             before,
-            limit: self.config.backfill_page_size,
+            limit,
+            from,
         };
         Some(self.call_salesforce(out, Pending::Backfill, Some(credential), request))
     }
 
-    /// A page arrived. Everything at or before the horizon was listed by an earlier
-    /// backfill; if this page is full and does not reach back to the horizon, entries may be
-    /// missing between the two (a withheld entry, a silent stream), so the page before it is
-    /// fetched first. Then all pages are relayed at once, in the order things happened.
+    /// A page arrived. Pages go back from the newest entry until they meet the horizon (what
+    /// an earlier complete backfill listed), then everything listed is relayed at once, in
+    /// server order, together with the stream entries held for it.
+    ///
+    /// Salesforce does not say whether `endTimestamp` is inclusive, so each page ends one
+    /// millisecond after the previous page's oldest entry: both readings then include every
+    /// entry of that millisecond, and the identifiers tell the ones already listed. A full
+    /// page with nothing new means one millisecond holds more entries than a page: its oldest
+    /// entries are listed forward from it, then paging goes on below it. What still cannot be
+    /// listed is reported, never skipped without a word.
     fn on_backfill_result(
         &mut self,
         out: &mut Vec<Command>,
@@ -130,77 +267,345 @@ impl Session {
             self.backfill = Some(backfill);
             return;
         }
+        if self.phase == Phase::Ended {
+            // Nothing found now reaches anyone.
+            record(out, Observation::IgnoredAfterEnd);
+            return;
+        }
         backfill.pages += 1;
-        let complete = match result {
-            Ok(SalesforceResponse::Entries(page)) => {
-                let full = page.len() >= self.config.backfill_page_size as usize;
-                let oldest = page.first().and_then(|entry| entry.server_time);
-                let newest = page.iter().filter_map(|entry| entry.server_time).max();
-                backfill.newest = backfill.newest.max(newest);
-                // Pages are fetched newest first; keep the collection oldest first.
-                let mut collected = page;
-                collected.append(&mut backfill.collected);
-                backfill.collected = collected;
-                let reaches_horizon = match (oldest, self.backfill_horizon) {
-                    (Some(oldest), Some(horizon)) => oldest <= horizon,
-                    (_, None) | (None, Some(_)) => false,
-                };
-                // The previous page began at the same millisecond: no progress is possible.
-                let stuck = oldest.is_none() || oldest == backfill.before;
-                if !full || reaches_horizon {
-                    true
-                } else if stuck || backfill.pages >= self.config.backfill_max_pages {
-                    record(out, Observation::BackfillIncomplete);
-                    false
-                } else {
-                    if self.phase != Phase::Ended
-                        && let Some(next) = self.list_entries(out, now, oldest)
-                    {
-                        backfill.call = next;
-                        backfill.before = oldest;
-                        self.backfill = Some(backfill);
-                        return;
-                    }
-                    false
-                }
-            }
+        let page = match result {
+            Ok(SalesforceResponse::Entries(page)) => page,
             Err(failure) => {
                 record(out, Observation::BestEffortFailed);
                 if failure == CallFailure::Unauthorized {
                     self.on_unauthorized(out, now);
                 }
-                false
+                self.relay_backfill(out, now, backfill, false);
+                return;
             }
             Ok(_) => {
                 record(out, Observation::BestEffortFailed);
-                false
+                self.relay_backfill(out, now, backfill, false);
+                return;
             }
         };
-        if complete && let Some(newest) = backfill.newest {
-            self.backfill_horizon = Some(self.backfill_horizon.map_or(newest, |h| h.max(newest)));
+        let full = page.len() >= backfill.limit as usize;
+        let oldest = page.iter().filter_map(|entry| entry.server_time).min();
+        let older_than_crowded = match backfill.step {
+            PageStep::Crowded { at, .. } => page
+                .iter()
+                .any(|entry| entry.server_time.is_some_and(|time| time < at)),
+            PageStep::Back { .. } | PageStep::Below { .. } => false,
+        };
+        // A page forward from a crowded millisecond closes it when it reaches the oldest entry
+        // of it that the pages going back listed.
+        let closes_crowded = backfill
+            .crowded_anchor
+            .as_ref()
+            .is_some_and(|anchor| page.iter().any(|entry| &entry.identifier == anchor));
+        let newest = page.iter().filter_map(|entry| entry.server_time).max();
+        backfill.newest = backfill.newest.max(newest);
+        self.learn_bounds(backfill.step, &backfill.collected, &page);
+        let fresh = merge_page(&mut backfill.collected, page);
+        let progress = fresh > 0;
+
+        let horizon = self.backfill_horizon;
+        let reaches_horizon =
+            |time: Option<Timestamp>| time.zip(horizon).is_some_and(|(time, h)| time <= h);
+        let millisecond = Duration::from_millis(1);
+        let next = match backfill.step {
+            PageStep::Back { .. } | PageStep::Below { .. } if !full => Next::Done,
+            PageStep::Back { .. } if !progress => match oldest {
+                Some(at) => {
+                    backfill.crowded_anchor = backfill
+                        .collected
+                        .iter()
+                        .find(|entry| entry.server_time == Some(at))
+                        .map(|entry| entry.identifier.clone());
+                    Next::Page(PageStep::Crowded { at, second: false })
+                }
+                None => Next::Incomplete,
+            },
+            PageStep::Back { .. } | PageStep::Below { .. } if progress => match oldest {
+                Some(_) if reaches_horizon(oldest) => Next::Done,
+                Some(oldest) => Next::Page(PageStep::Back {
+                    before: Some(oldest),
+                }),
+                None => Next::Incomplete,
+            },
+            // An inclusive reading of `startTimestamp` also listed the millisecond before,
+            // which may have crowded out the one wanted: ask again from that one itself.
+            PageStep::Crowded { at, second: false }
+                if full && !closes_crowded && older_than_crowded =>
+            {
+                Next::Page(PageStep::Crowded { at, second: true })
+            }
+            PageStep::Crowded { at, .. } => {
+                backfill.crowded_anchor = None;
+                if full && !closes_crowded {
+                    // Between the newest entries of this millisecond (listed going back) and
+                    // its oldest (listed going forward) some may not fit in either page.
+                    let missed = MissedEntries { from: at, to: at };
+                    self.report_missed(out, missed);
+                }
+                if reaches_horizon(Some(at.saturating_sub(millisecond))) {
+                    Next::Done
+                } else {
+                    Next::Page(PageStep::Below {
+                        crowded: at,
+                        second: false,
+                    })
+                }
+            }
+            PageStep::Below {
+                crowded,
+                second: false,
+            } => Next::Page(PageStep::Below {
+                crowded,
+                second: true,
+            }),
+            PageStep::Back { .. } | PageStep::Below { .. } => Next::Incomplete,
+        };
+        let next = match next {
+            Next::Page(_) if backfill.pages >= self.config.backfill_max_pages => Next::Incomplete,
+            next => next,
+        };
+        match next {
+            Next::Page(step) => {
+                if let Some(call) = self.list_entries(out, now, step, backfill.limit) {
+                    backfill.call = call;
+                    backfill.step = step;
+                    self.backfill = Some(backfill);
+                } else if self.phase == Phase::Ending {
+                    // No token to go on with, and none will come: relay what there is.
+                    self.relay_backfill(out, now, backfill, false);
+                }
+                // Otherwise the token is being recovered, and the stream it reopens starts a
+                // backfill of its own; relaying part of the pages now would put newer entries
+                // before older ones. The held entries keep waiting, within their bound.
+            }
+            Next::Done => {
+                if let Some(newest) = backfill.newest {
+                    let horizon = self.backfill_horizon.map_or(newest, |h| h.max(newest));
+                    self.backfill_horizon = Some(horizon);
+                }
+                self.relay_backfill(out, now, backfill, true);
+            }
+            Next::Incomplete => {
+                // Entries may be missing below what was listed: relay what there is rather
+                // than nothing, and say that the order is not assured.
+                record(out, Observation::BackfillIncomplete);
+                self.relay_backfill(out, now, backfill, false);
+            }
         }
-        self.relay_backfill(out, now, backfill);
     }
 
-    fn relay_backfill(&mut self, out: &mut Vec<Command>, now: Timestamp, backfill: Backfill) {
-        let mut entries = backfill.collected;
-        // Oldest first by contract; the stable sort only repairs an out-of-order listing and
-        // keeps entries that share a millisecond in the order given.
-        entries.sort_by_key(|entry| (entry.server_time.is_none(), entry.server_time));
+    /// Learns how Salesforce reads the time bounds from a page: an entry exactly at a bound
+    /// proves it inclusive; no entry at a bound where one is known to exist proves it
+    /// exclusive.
+    fn learn_bounds(
+        &mut self,
+        step: PageStep,
+        collected: &[ConversationEntry],
+        page: &[ConversationEntry],
+    ) {
+        if self.bounds != BoundsReading::Unknown || page.is_empty() {
+            return;
+        }
+        let (before, from) = self.page_bounds(step);
+        let times = || page.iter().filter_map(|entry| entry.server_time);
+        let known_at = |bound: Timestamp| {
+            collected
+                .iter()
+                .any(|entry| entry.server_time == Some(bound))
+        };
+        for (bound, beyond) in [
+            (before, times().max().is_some_and(|t| Some(t) < before)),
+            (from, times().min().is_some_and(|t| Some(t) > from)),
+        ] {
+            let Some(bound) = bound else { continue };
+            if times().any(|time| time == bound) {
+                self.bounds = BoundsReading::Inclusive;
+            } else if beyond && known_at(bound) {
+                self.bounds = BoundsReading::Exclusive;
+            }
+        }
+    }
+
+    fn report_missed(&mut self, out: &mut Vec<Command>, missed: MissedEntries) {
+        if !self.missed.contains(&missed) {
+            self.missed.push(missed);
+            record(out, Observation::EntriesMissed { missed });
+        }
+    }
+
+    /// Relays what a backfill listed together with the stream entries held for it, in server
+    /// order. `answered` says whether Salesforce answered the listing: if it did not, the held
+    /// entries go as they are. Held entries newer than the listing wait for the next one.
+    fn relay_backfill(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        backfill: Backfill,
+        answered: bool,
+    ) {
+        let held = std::mem::take(&mut self.held);
+        let listed_newest = backfill
+            .collected
+            .iter()
+            .filter_map(|entry| entry.server_time)
+            .max();
+        // A held entry goes with this listing if the listing has it, or has something newer,
+        // or cannot list its millisecond in full. One the listing does not have waits for the
+        // next listing (it came after this one was asked for), but not for a third: an entry
+        // the entries list never shows is relayed rather than asked for again and again.
+        let missed = &self.missed;
+        let (covered, waiting): (Vec<_>, Vec<_>) = held.into_iter().partition(|held| {
+            let entry = &held.entry;
+            !answered
+                || held.passes >= 1
+                || backfill
+                    .collected
+                    .iter()
+                    .any(|listed| listed.identifier == entry.identifier)
+                || entry.server_time.is_none_or(|time| {
+                    listed_newest.is_some_and(|newest| time < newest)
+                        || missed.iter().any(|m| m.from <= time && time <= m.to)
+                })
+        });
+        let covered: Vec<ConversationEntry> = covered.into_iter().map(|held| held.entry).collect();
+        let waiting: Vec<HeldEntry> = waiting
+            .into_iter()
+            .map(|held| HeldEntry {
+                passes: held.passes + 1,
+                ..held
+            })
+            .collect();
+        if !answered && !covered.is_empty() {
+            record(
+                out,
+                Observation::HoldReleased {
+                    entries: covered.len(),
+                },
+            );
+        }
+        // The listing's copy of an entry the stream also brought stands for both; only what
+        // the stream never brought counts as backfilled.
+        let mut merged: Vec<(ConversationEntry, Source)> = backfill
+            .collected
+            .into_iter()
+            .map(|entry| {
+                let streamed = covered
+                    .iter()
+                    .any(|held| held.identifier == entry.identifier);
+                (
+                    entry,
+                    if streamed {
+                        Source::Stream
+                    } else {
+                        Source::Backfill
+                    },
+                )
+            })
+            .collect();
+        // The listing is in Salesforce's order. An entry only the stream brought goes after
+        // the listed entries of its millisecond (its place among them is unknown only where
+        // the listing reported a gap).
+        for entry in covered {
+            if merged
+                .iter()
+                .any(|(listed, _)| listed.identifier == entry.identifier)
+            {
+                continue;
+            }
+            let at = merged
+                .iter()
+                .position(|(listed, _)| order_key(listed) > order_key(&entry))
+                .unwrap_or(merged.len());
+            merged.insert(at, (entry, Source::Stream));
+        }
         let mut new_entries = 0;
-        for entry in entries {
-            if self.on_entry(out, now, entry, Source::Backfill) {
+        for (entry, source) in merged {
+            if self.on_entry(out, now, entry, source) && source == Source::Backfill {
                 new_entries += 1;
             }
         }
         if new_entries > 0 {
             record(out, Observation::Backfilled { new_entries });
         }
+        self.held = waiting;
         if backfill.last
             && self.phase == Phase::Ending
             && let Some(ending) = self.ending.take()
         {
             self.finish_end(out, now, ending.reason, ending.detail, false);
+        }
+        if self.held.is_empty() || self.phase == Phase::Ended {
+            self.timers.clear(Timer::StreamHold);
+        } else if !self.request_backfill(out, now, false) {
+            self.release_stream_hold(out, now);
+        }
+    }
+
+    // ---- the stream hold --------------------------------------------------------------------
+
+    /// An entry from the stream. Entries that change what the user or the Flow sees wait for
+    /// a listing that shows whether Salesforce withheld anything before them from the stream,
+    /// and are then relayed in server order with what the listing found (bounded by
+    /// [`SessionConfig::stream_hold`](crate::SessionConfig::stream_hold)).
+    pub(super) fn on_stream_entry(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        entry: ConversationEntry,
+    ) {
+        let hold = !self.config.stream_hold.is_zero()
+            && self.phase != Phase::Ended
+            && entry.conversation_id == self.request.conversation_id
+            && is_ordered(&entry);
+        if !hold {
+            self.on_entry(out, now, entry, Source::Stream);
+            return;
+        }
+        if self.dedupe.has_seen(&entry.identifier, entry.server_time)
+            || self
+                .held
+                .iter()
+                .any(|held| held.entry.identifier == entry.identifier)
+        {
+            record(out, Observation::DuplicateEntry);
+            return;
+        }
+        if !self.request_backfill(out, now, false) {
+            // No listing can be had now (no usable token): relay as it comes.
+            record(out, Observation::HoldReleased { entries: 1 });
+            self.on_entry(out, now, entry, Source::Stream);
+            return;
+        }
+        if self.held.is_empty() {
+            self.timers
+                .set(Timer::StreamHold, now + self.config.stream_hold);
+        }
+        self.held.push(HeldEntry { entry, passes: 0 });
+    }
+
+    /// The hold bound passed (or no listing can be had): relay the held entries as they are,
+    /// in server order. What the listing under way brings later comes late.
+    pub(super) fn release_stream_hold(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        self.timers.clear(Timer::StreamHold);
+        let mut held = std::mem::take(&mut self.held);
+        if held.is_empty() {
+            return;
+        }
+        record(
+            out,
+            Observation::HoldReleased {
+                entries: held.len(),
+            },
+        );
+        held.sort_by_key(|held| (held.entry.server_time.is_none(), held.entry.server_time));
+        for held in held {
+            self.on_entry(out, now, held.entry, Source::Stream);
         }
     }
 
@@ -418,6 +823,15 @@ impl Session {
         self.agents.ever_joined = true;
         self.agents.transfer_seen = false;
         self.phase = Phase::WithAgent;
+        // The shorter safety poll starts now, not after the long one.
+        let poll = now + self.safety_poll_interval();
+        if self
+            .timers
+            .get(Timer::SafetyPoll)
+            .is_some_and(|due| due > poll)
+        {
+            self.timers.set(Timer::SafetyPoll, poll);
+        }
         self.release_held(out, now);
         if !self.agents.flow_active {
             self.agents.flow_active = true;

@@ -95,7 +95,16 @@ pub struct Session {
     backfill: Option<Backfill>,
     /// Every entry up to this server time has been listed by a completed backfill.
     backfill_horizon: Option<Timestamp>,
+    /// How Salesforce reads the entries list's time bounds, once a page has shown it.
+    #[cfg_attr(feature = "serde", serde(default))]
+    bounds: BoundsReading,
     dedupe: EntryDedupe,
+    /// Entries from the stream waiting for the listing that puts them in server order.
+    #[cfg_attr(feature = "serde", serde(default))]
+    held: Vec<HeldEntry>,
+    /// Stretches of the conversation that could not be listed in full (for the outcome).
+    #[cfg_attr(feature = "serde", serde(default))]
+    missed: Vec<crate::bot::MissedEntries>,
     user_messages: RecentSet<BotMessageId>,
     outbound: Outbound,
     bot: BotLane,
@@ -281,7 +290,7 @@ struct QueueState {
     last_sent: Option<crate::bot::QueueUpdate>,
 }
 
-/// A backfill under way: the pages listed so far, newest page first.
+/// A backfill under way: the entries listed so far, oldest first.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
 struct Backfill {
@@ -289,11 +298,67 @@ struct Backfill {
     /// The handover ends once this backfill is relayed.
     last: bool,
     pages: u32,
-    /// Where the page in flight ends.
-    before: Option<Timestamp>,
+    /// The page in flight.
+    #[cfg_attr(feature = "serde", serde(default))]
+    step: PageStep,
+    /// Entries per page.
+    #[cfg_attr(feature = "serde", serde(default = "default_page_limit"))]
+    limit: u32,
     /// The newest entry listed.
     newest: Option<Timestamp>,
     collected: Vec<crate::salesforce::ConversationEntry>,
+    /// While a crowded millisecond is listed forward: its oldest entry that the pages going
+    /// back listed. A forward page that reaches it leaves no gap.
+    #[cfg_attr(feature = "serde", serde(default))]
+    crowded_anchor: Option<crate::ids::EntryId>,
+}
+
+#[cfg(feature = "serde")]
+fn default_page_limit() -> u32 {
+    SessionConfig::default().backfill_page_size
+}
+
+/// Whether `startTimestamp` and `endTimestamp` include entries at the bound itself.
+/// Salesforce does not document it; pages are built to lose nothing either way, and to cost
+/// fewer calls once a page has shown which it is.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+enum BoundsReading {
+    #[default]
+    Unknown,
+    Inclusive,
+    Exclusive,
+}
+
+/// An entry from the stream waiting for a listing.
+#[derive(Clone, Debug)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct HeldEntry {
+    entry: crate::salesforce::ConversationEntry,
+    /// Listings that came back without it.
+    passes: u32,
+}
+
+/// Which page of a backfill is in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+enum PageStep {
+    /// The newest entries through the millisecond `before` (`None`: the newest of all).
+    Back { before: Option<Timestamp> },
+    /// A page going back brought nothing new: the millisecond `at` holds more entries than a
+    /// page. Its oldest ones, listed forward from the millisecond before (an exclusive
+    /// reading of `startTimestamp` needs that), then (`second`) from `at` itself if the
+    /// reading proved inclusive and the millisecond before crowded the page.
+    Crowded { at: Timestamp, second: bool },
+    /// Below a crowded millisecond: first with the bound an exclusive reading of
+    /// `endTimestamp` needs, then (`second`) with the one an inclusive reading needs.
+    Below { crowded: Timestamp, second: bool },
+}
+
+impl Default for PageStep {
+    fn default() -> Self {
+        Self::Back { before: None }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -311,6 +376,8 @@ impl Session {
         Self {
             jitter: Jitter::new(seed_bytes.0 ^ seed_bytes.1.rotate_left(17)),
             dedupe: EntryDedupe::new(config.dedupe_capacity),
+            held: Vec::new(),
+            missed: Vec::new(),
             user_messages: RecentSet::new(config.dedupe_capacity),
             outbound: Outbound {
                 ready: VecDeque::new(),
@@ -334,6 +401,7 @@ impl Session {
             last_event_id: None,
             backfill: None,
             backfill_horizon: None,
+            bounds: BoundsReading::Unknown,
             bot: BotLane::default(),
             agents: Agents::default(),
             user_present: true,
@@ -420,6 +488,12 @@ impl Session {
     /// User messages Salesforce refused for good so far (also listed in the outcome).
     pub fn refused_messages(&self) -> &[BotMessageId] {
         &self.refused
+    }
+
+    /// Stretches of the conversation that could not be listed in full so far (also listed in
+    /// the outcome).
+    pub fn missed_entries(&self) -> &[crate::bot::MissedEntries] {
+        &self.missed
     }
 
     /// Deliveries to the bot platform that were given up on, kept for inspection (S41).
@@ -665,9 +739,10 @@ impl Session {
                     if self.phase.is_live() {
                         self.request_backfill(out, now, false);
                         self.timers
-                            .set(Timer::SafetyPoll, now + self.config.safety_poll_interval);
+                            .set(Timer::SafetyPoll, now + self.safety_poll_interval());
                     }
                 }
+                Timer::StreamHold => self.release_stream_hold(out, now),
                 Timer::TypingIdle => {
                     if self.user_typing {
                         self.stop_typing(out, now);
@@ -680,6 +755,18 @@ impl Session {
     }
 
     // ---- plumbing ---------------------------------------------------------------------------
+
+    /// How often the entries list is read whatever the stream does: more often while an
+    /// agent is with the user, when a withheld message matters most.
+    fn safety_poll_interval(&self) -> Duration {
+        if self.phase == Phase::WithAgent {
+            self.config
+                .safety_poll_with_agent
+                .min(self.config.safety_poll_interval)
+        } else {
+            self.config.safety_poll_interval
+        }
+    }
 
     fn next_call_id(&mut self) -> CallId {
         let id = CallId::from_raw(self.next_call);

@@ -455,7 +455,7 @@ impl Session {
                     self.phase = Phase::Queued;
                 }
                 self.timers
-                    .set(Timer::SafetyPoll, now + self.config.safety_poll_interval);
+                    .set(Timer::SafetyPoll, now + self.safety_poll_interval());
                 self.pump_outbound(out, now);
             }
             Err(failure) => {
@@ -570,7 +570,7 @@ impl Session {
                 if current && event_id.is_some() {
                     self.last_event_id = event_id;
                 }
-                self.on_entry(out, now, entry, super::entries::Source::Stream);
+                self.on_stream_entry(out, now, entry);
             }
             StreamEvent::Ping => {}
             StreamEvent::Unknown { event_id, name } => {

@@ -354,6 +354,23 @@ impl Sim {
         self.server(|sf, now, out| sf.agent_says(now, content, true, out));
     }
 
+    /// The agent writes `count` messages recorded in one millisecond; every
+    /// `withhold_every`-th (if not zero) never comes on the stream.
+    pub fn agent_burst(&mut self, count: usize, withhold_every: usize) {
+        self.server(|sf, now, out| sf.agent_burst(now, count, withhold_every, out));
+    }
+
+    /// An agent accepts the work, but the stream never delivers the join.
+    pub fn agent_joins_withheld(&mut self, name: &str) {
+        self.server(|sf, now, out| sf.agent_joins_withheld(now, name, out));
+    }
+
+    /// The agent ends the session, but the stream never delivers the session's end (the
+    /// agent's removal does come).
+    pub fn agent_ends_withheld(&mut self) {
+        self.server(|sf, now, out| sf.agent_ends_withheld(now, out));
+    }
+
     /// An automated message (role System).
     pub fn system_says(&mut self, text: &str) {
         self.server(|sf, now, out| sf.system_says(now, text, out));

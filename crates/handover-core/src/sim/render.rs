@@ -263,7 +263,16 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
                         acknowledgements.iter().map(|a| a.entry.as_str()).collect();
                     format!("acknowledge delivered {}", entries.join(","))
                 }
-                SalesforceRequest::ListEntries { .. } => "list-entries".to_owned(),
+                SalesforceRequest::ListEntries { before, from, .. } => {
+                    let mut text = "list-entries".to_owned();
+                    if let Some(from) = from {
+                        let _ = write!(text, " from={}", time(epoch, *from));
+                    }
+                    if let Some(before) = before {
+                        let _ = write!(text, " through={}", time(epoch, *before));
+                    }
+                    text
+                }
                 SalesforceRequest::FetchRoutingStatus { .. } => "routing-status".to_owned(),
                 SalesforceRequest::CloseConversation { .. } => "close-conversation".to_owned(),
                 SalesforceRequest::RevokeToken => "revoke-token".to_owned(),
@@ -271,11 +280,13 @@ pub(super) fn command(command: &Command, epoch: Timestamp, salesforce: &FakeSale
             format!("sf{} {what}{token}", call.id)
         }
         Command::Bot(call) => format!("bot{} {}", call.id, delivery(&call.delivery, epoch)),
-        Command::Record(observation) => format!("record {}", self::observation(observation)),
+        Command::Record(observation) => {
+            format!("record {}", self::observation(observation, epoch))
+        }
     }
 }
 
-pub(super) fn delivery(delivery: &BotDelivery, _epoch: Timestamp) -> String {
+pub(super) fn delivery(delivery: &BotDelivery, epoch: Timestamp) -> String {
     match delivery {
         BotDelivery::Notify(Notification::Agent(message)) => format!(
             "notify {} from {}{}",
@@ -316,6 +327,10 @@ pub(super) fn delivery(delivery: &BotDelivery, _epoch: Timestamp) -> String {
                     let ids: Vec<_> = outcome.undelivered.iter().map(|id| id.as_str()).collect();
                     let _ = write!(text, " undelivered={}", ids.join(","));
                 }
+                for missed in &outcome.missed {
+                    let (from, to) = (time(epoch, missed.from), time(epoch, missed.to));
+                    let _ = write!(text, " missed={from}..{to}");
+                }
                 text
             }
             HandoverStatus::Event(event) => format!("inject event {}", provider_event(event)),
@@ -345,7 +360,7 @@ fn provider_event(event: &ProviderEvent) -> String {
     }
 }
 
-fn observation(observation: &Observation) -> String {
+fn observation(observation: &Observation, epoch: Timestamp) -> String {
     match observation {
         Observation::DuplicateEntry => "duplicate-entry".to_owned(),
         Observation::DuplicateUserMessage => "duplicate-user-message".to_owned(),
@@ -360,6 +375,12 @@ fn observation(observation: &Observation) -> String {
         Observation::StreamReconnect { reason } => format!("stream-reconnect {reason:?}"),
         Observation::Backfilled { new_entries } => format!("backfilled {new_entries}"),
         Observation::BackfillIncomplete => "backfill-incomplete".to_owned(),
+        Observation::HoldReleased { entries } => format!("hold-released {entries}"),
+        Observation::EntriesMissed { missed } => format!(
+            "entries-missed {}..{}",
+            time(epoch, missed.from),
+            time(epoch, missed.to)
+        ),
         Observation::Resumed => "resumed".to_owned(),
         Observation::TokenRenewed => "token-renewed".to_owned(),
         Observation::TokenContinued => "token-continued".to_owned(),

@@ -122,6 +122,11 @@ pub struct FakeSalesforce {
     pub acknowledged: Vec<EntryId>,
     /// Successful entry listings.
     pub listings: usize,
+    /// Reads `startTimestamp` and `endTimestamp` as exclusive bounds (Salesforce does not say
+    /// which reading it has; by default they are inclusive).
+    pub exclusive_bounds: bool,
+    /// Entries appended now share the last entry's millisecond.
+    same_millisecond: bool,
 }
 
 impl FakeSalesforce {
@@ -157,6 +162,8 @@ impl FakeSalesforce {
             typing: Vec::new(),
             acknowledged: Vec::new(),
             listings: 0,
+            exclusive_bounds: false,
+            same_millisecond: false,
         }
     }
 
@@ -457,23 +464,39 @@ impl FakeSalesforce {
                     .extend(acknowledgements.iter().map(|a| a.entry.clone()));
                 Ok(SalesforceResponse::Done)
             }
-            SalesforceRequest::ListEntries { before, limit, .. } => {
-                // The newest `limit` at or before `before`, withheld entries included, oldest
-                // first.
+            SalesforceRequest::ListEntries {
+                before,
+                limit,
+                from,
+                ..
+            } => {
+                // Withheld entries included, in the log's order. Without `from`, the newest
+                // `limit` up to `before`; with it, the oldest `limit` from `from` on.
+                let exclusive = self.exclusive_bounds;
+                let within = |time: Timestamp| {
+                    let after_start =
+                        from.is_none_or(|from| if exclusive { time > from } else { time >= from });
+                    let before_end = before.is_none_or(|before| {
+                        if exclusive {
+                            time < before
+                        } else {
+                            time <= before
+                        }
+                    });
+                    after_start && before_end
+                };
                 let eligible: Vec<_> = self
                     .log
                     .iter()
-                    .filter(|logged| {
-                        before.is_none_or(|before| {
-                            logged.entry.server_time.is_some_and(|t| t <= before)
-                        })
-                    })
+                    .filter(|logged| logged.entry.server_time.is_some_and(within))
                     .collect();
-                let skip = eligible.len().saturating_sub(*limit as usize);
-                let entries = eligible[skip..]
-                    .iter()
-                    .map(|logged| logged.entry.clone())
-                    .collect();
+                let limit = *limit as usize;
+                let page = if from.is_some() {
+                    &eligible[..limit.min(eligible.len())]
+                } else {
+                    &eligible[eligible.len().saturating_sub(limit)..]
+                };
+                let entries = page.iter().map(|logged| logged.entry.clone()).collect();
                 self.listings += 1;
                 Ok(SalesforceResponse::Entries(entries))
             }
@@ -541,12 +564,14 @@ impl FakeSalesforce {
             EventId::new(self.next_event.to_string()).expect("generated ids are not empty");
         self.next_event += 1;
         // Salesforce's transcript timestamps have millisecond resolution; two entries recorded
-        // in the same instant of simulated time still get distinct, increasing ones.
-        let server_time = self
-            .log
-            .last()
-            .and_then(|last| last.entry.server_time)
-            .map_or(now, |last| now.max(last + Duration::from_millis(1)));
+        // in the same instant of simulated time still get distinct, increasing ones, unless a
+        // burst shares one millisecond on purpose.
+        let last_time = self.log.last().and_then(|last| last.entry.server_time);
+        let server_time = match last_time {
+            Some(last) if self.same_millisecond => last,
+            Some(last) => now.max(last + Duration::from_millis(1)),
+            None => now,
+        };
         let entry = ConversationEntry {
             conversation_id: self.conversation_id,
             identifier: identifier.clone(),
@@ -641,6 +666,60 @@ impl FakeSalesforce {
         out: &mut Vec<StreamEvent>,
     ) -> EntryId {
         self.agent_entry(now, EntryPayload::Message(content), withheld, out)
+    }
+
+    /// `count` agent messages recorded in one millisecond; every `withhold_every`-th of them
+    /// (if not zero) is left off the stream.
+    pub(super) fn agent_burst(
+        &mut self,
+        now: Timestamp,
+        count: usize,
+        withhold_every: usize,
+        out: &mut Vec<StreamEvent>,
+    ) -> Vec<EntryId> {
+        let mut ids = Vec::with_capacity(count);
+        for n in 0..count {
+            let content = MessageContent::Text(format!("burst {}", n + 1));
+            let withheld = withhold_every > 0 && (n + 1) % withhold_every == 0;
+            ids.push(self.agent_says(now, content, withheld, out));
+            self.same_millisecond = true;
+        }
+        self.same_millisecond = false;
+        ids
+    }
+
+    /// The agent joins, and the stream withholds the join (only the entries list has it).
+    pub(super) fn agent_joins_withheld(
+        &mut self,
+        now: Timestamp,
+        name: &str,
+        out: &mut Vec<StreamEvent>,
+    ) {
+        self.agents_joined += 1;
+        let subject = format!("005agent{}", self.agents_joined);
+        self.agent = Some((subject.clone(), name.to_owned()));
+        self.routing_status = RoutingStatus::Routed;
+        let change = ParticipantChange {
+            operation: ParticipantOperation::Add,
+            role: Role::Agent,
+            display_name: Some(name.to_owned()),
+            subject: Some(subject),
+        };
+        let payload = EntryPayload::ParticipantChanged(vec![change]);
+        self.append_entry(now, Role::Agent, Some(name), payload, true, out);
+        self.session = SessionStatus::Active;
+    }
+
+    /// The agent ends the session, and the stream withholds the status change.
+    pub(super) fn agent_ends_withheld(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
+        self.routing_status = RoutingStatus::NeedsRouting;
+        self.agent_removed(now, out);
+        self.session = SessionStatus::Ended;
+        let payload = EntryPayload::SessionStatusChanged {
+            status: SessionStatus::Ended,
+            ended_by: Some(Role::Agent),
+        };
+        self.append_entry(now, Role::System, None, payload, true, out);
     }
 
     pub(super) fn system_says(
