@@ -86,7 +86,13 @@ impl E2e {
 
     /// Started with `edit` applied to the test configuration.
     async fn start_with(edit: impl FnOnce(&mut Config)) -> Self {
-        let miaw = Miaw::start(SandboxConfig::default()).await;
+        Self::start_with_sandbox(SandboxConfig::default(), edit).await
+    }
+
+    /// Started on a MIAW sandbox configured as `sandbox`, with `edit` applied to the test
+    /// configuration.
+    async fn start_with_sandbox(sandbox: SandboxConfig, edit: impl FnOnce(&mut Config)) -> Self {
+        let miaw = Miaw::start(sandbox).await;
         let cognigy = cognigy_sandbox::Sandbox::start(
             "127.0.0.1:0".parse().unwrap(),
             CognigyConfig::default(),
@@ -630,6 +636,122 @@ async fn s13_s14_s35_a_lost_session_end_a_refused_file_and_a_withheld_message_lo
     let texts = e2e.miaw.user_texts(&conversation).await;
     assert_eq!(texts.iter().filter(|t| *t == "Still there?").count(), 1);
     e2e.stop().await;
+}
+
+/// The agent's texts in the order Salesforce recorded them (the sandbox's entries).
+async fn agent_texts_at_salesforce(e2e: &E2e, conversation: &str) -> Vec<String> {
+    e2e.miaw.conversation(conversation).await["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|entry| entry["entryType"] == "Message" && entry["sender"]["role"] == "Agent")
+        .filter_map(|entry| {
+            entry["entryPayload"]["abstractMessage"]["staticContent"]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// S45: the stream drops again and again while the agent writes, every fourth message never
+/// comes on the stream, and the entries list answers slowly, so each reconnect's backfill is
+/// still paging while the new stream delivers what the agent writes next. The user reads
+/// every message once, in the order Salesforce recorded them. The safety poll is out of the
+/// way (10 minutes): the order comes from holding the stream's entries, not from polling.
+#[tokio::test]
+async fn s45_reconnects_while_the_agent_writes_and_withheld_messages_keep_server_order() {
+    let e2e = E2e::start_with(|config| {
+        config.salesforce.safety_poll_secs = 600;
+        config.salesforce.safety_poll_with_agent_secs = 600;
+    })
+    .await;
+    let handover = e2e.start_handover("s45", json!({})).await;
+    let conversation = e2e.with_agent("s45", &handover).await;
+    e2e.relayed_to_user("s45", &conversation, "before the trouble")
+        .await;
+    e2e.miaw
+        .control(
+            reqwest::Method::PUT,
+            &format!("conversations/{conversation}/faults"),
+            json!({ "drop_every_ms": 700, "latency_ms": 250 }),
+        )
+        .await;
+    for n in 1..=24 {
+        let text = format!("agent {n}");
+        let withheld = n % 4 == 0;
+        e2e.miaw
+            .act(
+                &conversation,
+                "messages",
+                json!({ "text": text, "withheld": withheld }),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(90)).await;
+    }
+    e2e.miaw
+        .control(
+            reqwest::Method::PUT,
+            &format!("conversations/{conversation}/faults"),
+            json!({}),
+        )
+        .await;
+    e2e.relayed_to_user("s45", &conversation, "after the trouble")
+        .await;
+    let expected = agent_texts_at_salesforce(&e2e, &conversation).await;
+    assert_eq!(expected.len(), 26);
+    assert_eq!(
+        e2e.user_read("s45").await,
+        expected,
+        "every agent message once, in Salesforce's order"
+    );
+    e2e.stop().await;
+}
+
+/// S47: sixty agent messages recorded in one millisecond, none of them on the stream, sit
+/// between two that are. The backfill must page through them; under an exclusive reading of
+/// `endTimestamp`, a page ending at the boundary millisecond would skip the rest of it. Both
+/// readings lose nothing and keep Salesforce's order.
+#[tokio::test]
+async fn s47_a_crowded_millisecond_is_paged_through_under_either_reading_of_the_bounds() {
+    for bounds in [
+        miaw_sandbox::TimeBounds::Inclusive,
+        miaw_sandbox::TimeBounds::Exclusive,
+    ] {
+        let sandbox = SandboxConfig {
+            entry_time_bounds: bounds,
+            ..SandboxConfig::default()
+        };
+        let e2e = E2e::start_with_sandbox(sandbox, |config| {
+            config.salesforce.safety_poll_secs = 600;
+            config.salesforce.safety_poll_with_agent_secs = 600;
+        })
+        .await;
+        let handover = e2e.start_handover("s47", json!({})).await;
+        let conversation = e2e.with_agent("s47", &handover).await;
+        e2e.relayed_to_user("s47", &conversation, "before").await;
+        let texts: Vec<String> = (1..=60).map(|n| format!("burst {n}")).collect();
+        e2e.miaw
+            .act(
+                &conversation,
+                "burst",
+                json!({ "texts": texts, "withheld": (0..60).collect::<Vec<_>>() }),
+            )
+            .await;
+        e2e.relayed_to_user("s47", &conversation, "after").await;
+        let expected = agent_texts_at_salesforce(&e2e, &conversation).await;
+        assert_eq!(expected.len(), 62);
+        assert_eq!(e2e.user_read("s47").await, expected, "bounds {bounds:?}");
+        let (_, view) = e2e
+            .api(
+                reqwest::Method::GET,
+                &format!("/v1/handovers/{handover}"),
+                KEY,
+                None,
+            )
+            .await;
+        assert_eq!(view["live"], true);
+        e2e.stop().await;
+    }
 }
 
 #[tokio::test]

@@ -236,6 +236,11 @@ pub struct SalesforceSection {
     pub copilot_attribute: String,
     /// The safety poll, in seconds.
     pub safety_poll_secs: u64,
+    /// The safety poll while an agent is with the user, in seconds.
+    pub safety_poll_with_agent_secs: u64,
+    /// How long an entry from the stream may wait for the listing that puts it in order, in
+    /// milliseconds (0: relay every entry as it arrives).
+    pub stream_hold_ms: u64,
     /// The stream watchdog, in seconds.
     pub stream_watchdog_secs: u64,
     /// REST calls give up after this long, in milliseconds.
@@ -261,6 +266,8 @@ impl Default for SalesforceSection {
             disable_end_on_agent_leave: core.disable_end_on_agent_leave,
             copilot_attribute: core.copilot_attribute,
             safety_poll_secs: core.safety_poll_interval.as_secs(),
+            safety_poll_with_agent_secs: core.safety_poll_with_agent.as_secs(),
+            stream_hold_ms: u64::try_from(core.stream_hold.as_millis()).unwrap_or(u64::MAX),
             stream_watchdog_secs: core.stream_watchdog.as_secs(),
             request_timeout_ms: 10_000,
             token_requests_per_minute: 180,
@@ -555,6 +562,8 @@ impl Config {
             disable_end_on_agent_leave: salesforce.disable_end_on_agent_leave,
             copilot_attribute: salesforce.copilot_attribute.clone(),
             safety_poll_interval: Duration::from_secs(salesforce.safety_poll_secs),
+            safety_poll_with_agent: Duration::from_secs(salesforce.safety_poll_with_agent_secs),
+            stream_hold: Duration::from_millis(salesforce.stream_hold_ms),
             stream_watchdog: Duration::from_secs(salesforce.stream_watchdog_secs),
             ..SessionConfig::default()
         }

@@ -240,3 +240,24 @@ fn attachment_downloads_are_locked_down_by_default_and_the_list_is_checked() {
         "{message}"
     );
 }
+
+#[test]
+fn the_stream_hold_and_the_agent_poll_reach_the_core_and_a_zero_poll_is_refused() {
+    figment::Jail::expect_with(|jail| {
+        jail.create_file("handover.toml", &base_file(""))?;
+        let core = Config::load(None).unwrap().session_config();
+        assert_eq!(core.stream_hold.as_millis(), 5_000);
+        assert_eq!(core.safety_poll_with_agent.as_secs(), 30);
+        jail.set_env("HANDOVER_SALESFORCE__STREAM_HOLD_MS", "0");
+        jail.set_env("HANDOVER_SALESFORCE__SAFETY_POLL_WITH_AGENT_SECS", "15");
+        let core = Config::load(None).unwrap().session_config();
+        assert!(core.stream_hold.is_zero(), "0 relays on arrival");
+        assert_eq!(core.safety_poll_with_agent.as_secs(), 15);
+        Ok(())
+    });
+    let message = error_of(
+        "",
+        &[("HANDOVER_SALESFORCE__SAFETY_POLL_WITH_AGENT_SECS", "0")],
+    );
+    assert!(message.contains("safety_poll_with_agent"), "{message}");
+}

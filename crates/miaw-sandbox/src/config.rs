@@ -43,6 +43,21 @@ pub struct SandboxConfig {
     /// the sandbox announces; hyper's 200 when not set. Lower it to see a client cope with a
     /// server that takes fewer streams than it wants to put on a connection.
     pub http2_max_concurrent_streams: Option<u32>,
+    /// How `GET …/entries` reads `startTimestamp` and `endTimestamp`. Salesforce does not say;
+    /// `inclusive` (the default) keeps entries at the bound, `exclusive` leaves them out, so
+    /// a client can be tried against both.
+    pub entry_time_bounds: TimeBounds,
+}
+
+/// Whether the entries list's time bounds include entries at the bound itself.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TimeBounds {
+    /// `startTimestamp <= t <= endTimestamp`.
+    #[default]
+    Inclusive,
+    /// `startTimestamp < t < endTimestamp`.
+    Exclusive,
 }
 
 /// One Embedded Service deployment of type Custom Client.
@@ -148,6 +163,7 @@ impl Default for SandboxConfig {
             public_url: None,
             queue_notifications: false,
             http2_max_concurrent_streams: None,
+            entry_time_bounds: TimeBounds::Inclusive,
         }
     }
 }

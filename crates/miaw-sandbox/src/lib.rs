@@ -38,7 +38,7 @@ use tokio::sync::watch;
 
 pub use config::{
     ConfigError, DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, DeploymentConfig, IdentityKey,
-    SandboxConfig, ScriptedAgent,
+    SandboxConfig, ScriptedAgent, TimeBounds,
 };
 pub use faults::Faults;
 pub use tls::Identity;

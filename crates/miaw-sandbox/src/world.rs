@@ -8,7 +8,7 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::config::{DeploymentConfig, SandboxConfig, ScriptedAgent};
+use crate::config::{DeploymentConfig, SandboxConfig, ScriptedAgent, TimeBounds};
 use crate::faults::Faults;
 use crate::jwt::{Claims, JwtError, Signer};
 use crate::payload::{self, AttachmentJson, Participant};
@@ -178,6 +178,8 @@ pub(crate) struct World {
     next_event: u64,
     next_record: u64,
     last_time: u64,
+    /// Entries recorded now share the last one's millisecond (a burst).
+    same_millisecond: bool,
     /// When things happened, for benchmarks (`GET /control/timings`).
     timings: Vec<Timing>,
     /// Event streams being served, by stream number (`GET /control/streams`).
@@ -335,6 +337,7 @@ impl World {
             next_event: 1,
             next_record: 1,
             last_time: 0,
+            same_millisecond: false,
             timings: Vec::new(),
             streams: HashMap::new(),
             next_stream: 1,
@@ -756,11 +759,20 @@ impl World {
     ) -> Result<Value, ApiError> {
         let conversation = self.owned_conversation(claims, conversation_id)?;
         let limit = query.limit.unwrap_or(20).clamp(1, 50) as usize;
+        let exclusive = self.config.entry_time_bounds == TimeBounds::Exclusive;
         let matches = |entry: &&Value| {
             let time = entry["transcriptedTimestamp"].as_u64().unwrap_or(0);
             let entry_type = entry["entryType"].as_str().unwrap_or("");
-            query.start_timestamp.is_none_or(|start| time >= start)
-                && query.end_timestamp.is_none_or(|end| time <= end)
+            let after_start = |start: u64| {
+                if exclusive {
+                    time > start
+                } else {
+                    time >= start
+                }
+            };
+            let before_end = |end: u64| if exclusive { time < end } else { time <= end };
+            query.start_timestamp.is_none_or(after_start)
+                && query.end_timestamp.is_none_or(before_end)
                 && query
                     .entry_type_filter
                     .as_ref()
@@ -1487,8 +1499,48 @@ impl World {
 
     /// Transcript timestamps are strictly increasing, as Salesforce's are.
     fn server_time(&mut self, now_ms: u64) -> u64 {
-        self.last_time = now_ms.max(self.last_time + 1);
+        if !self.same_millisecond {
+            self.last_time = now_ms.max(self.last_time + 1);
+        }
         self.last_time
+    }
+
+    /// The next entry of the conversation goes to the entries list only, not to the stream.
+    pub(crate) fn withhold_next(&mut self, conversation_id: &str) -> Result<(), ApiError> {
+        let conversation = self.open_conversation_mut(conversation_id)?;
+        conversation.faults.withhold_next_events += 1;
+        Ok(())
+    }
+
+    /// The agent writes `texts` in one millisecond (as a busy Salesforce pod may record
+    /// them); those whose index is in `withheld` go to the entries list only. Returns the
+    /// entry ids, in order.
+    pub(crate) fn agent_burst(
+        &mut self,
+        now_ms: u64,
+        conversation_id: &str,
+        texts: Vec<String>,
+        withheld: &[usize],
+    ) -> Result<Vec<String>, ApiError> {
+        self.open_conversation_mut(conversation_id)?;
+        let mut ids = Vec::with_capacity(texts.len());
+        for (index, text) in texts.into_iter().enumerate() {
+            if withheld.contains(&index) {
+                self.withhold_next(conversation_id)?;
+            }
+            let sent = self.agent_sends(now_ms, conversation_id, AgentContent::Text(text), "Agent");
+            // The first entry takes a new millisecond; the rest share it.
+            self.same_millisecond = true;
+            match sent {
+                Ok(id) => ids.push(id),
+                Err(error) => {
+                    self.same_millisecond = false;
+                    return Err(error);
+                }
+            }
+        }
+        self.same_millisecond = false;
+        Ok(ids)
     }
 
     fn set_session(

@@ -619,3 +619,124 @@ async fn with_queue_notifications_a_waiting_conversation_learns_its_place_and_wa
         });
     assert_eq!(wait, Some(120));
 }
+
+/// What a text entry says.
+fn entry_text(entry: &Value) -> String {
+    entry["entryPayload"]["abstractMessage"]["staticContent"]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[tokio::test]
+async fn the_entries_bounds_can_be_read_as_exclusive() {
+    let config = SandboxConfig {
+        entry_time_bounds: miaw_sandbox::TimeBounds::Exclusive,
+        ..SandboxConfig::default()
+    };
+    let harness = Harness::with_config(config).await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    for i in 0..4 {
+        harness.send(&token, &id, &format!("m{i}")).await;
+    }
+    let messages = harness
+        .entries(&token, &id, "limit=50&entryTypeFilter=Message")
+        .await;
+    let time = |e: &Value| e["transcriptedTimestamp"].as_u64().unwrap();
+    let (m2, m1) = (time(&messages[1]), time(&messages[2]));
+    let before = harness
+        .entries(
+            &token,
+            &id,
+            &format!("limit=50&entryTypeFilter=Message&endTimestamp={m2}"),
+        )
+        .await;
+    assert_eq!(
+        before.iter().map(entry_text).collect::<Vec<_>>(),
+        ["m1", "m0"],
+        "the entry at endTimestamp is left out"
+    );
+    let after = harness
+        .entries(
+            &token,
+            &id,
+            &format!("limit=50&entryTypeFilter=Message&direction=FromStart&startTimestamp={m1}"),
+        )
+        .await;
+    assert_eq!(
+        after.iter().map(entry_text).collect::<Vec<_>>(),
+        ["m2", "m3"],
+        "the entry at startTimestamp is left out"
+    );
+}
+
+#[tokio::test]
+async fn an_agent_message_can_be_kept_off_the_stream_and_a_burst_shares_one_millisecond() {
+    let harness = Harness::start().await;
+    let (token, _) = harness.guest().await;
+    let id = harness.create(&token, json!({})).await;
+    harness
+        .control(&format!("{id}/accept"), json!({ "agent": "Jane" }))
+        .await;
+    let mut stream = harness.stream(&token, None).await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    let response = harness
+        .control(
+            &format!("{id}/messages"),
+            json!({ "text": "only listed", "withheld": true }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let response = harness
+        .control(
+            &format!("{id}/burst"),
+            json!({ "texts": ["b0", "b1", "b2", "b3"], "withheld": [1] }),
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["identifiers"].as_array().unwrap().len(), 4);
+
+    let mut streamed = Vec::new();
+    while let Some(event) = stream
+        .next_within(std::time::Duration::from_millis(500))
+        .await
+    {
+        if event.event == "CONVERSATION_MESSAGE" {
+            streamed.push(payload(&event)["abstractMessage"]["staticContent"]["text"].clone());
+        }
+    }
+    assert_eq!(
+        streamed,
+        ["b0", "b2", "b3"],
+        "the withheld ones stay off the stream"
+    );
+
+    let listed = harness
+        .entries(
+            &token,
+            &id,
+            "limit=50&entryTypeFilter=Message&direction=FromStart",
+        )
+        .await;
+    let texts: Vec<String> = listed.iter().map(entry_text).collect();
+    assert_eq!(
+        texts,
+        ["only listed", "b0", "b1", "b2", "b3"],
+        "the list has them all, in order"
+    );
+    let times: Vec<u64> = listed[1..]
+        .iter()
+        .map(|e| e["transcriptedTimestamp"].as_u64().unwrap())
+        .collect();
+    assert!(
+        times.iter().all(|&t| t == times[0]),
+        "one millisecond: {times:?}"
+    );
+    let response = harness
+        .control(&format!("{id}/burst"), json!({ "texts": [] }))
+        .await;
+    assert_eq!(response.status(), StatusCode::BAD_REQUEST);
+}

@@ -275,17 +275,12 @@ impl Session {
         backfill.pages += 1;
         let page = match result {
             Ok(SalesforceResponse::Entries(page)) => page,
-            Err(failure) => {
+            failed => {
                 record(out, Observation::BestEffortFailed);
-                if failure == CallFailure::Unauthorized {
+                if failed == Err(CallFailure::Unauthorized) {
                     self.on_unauthorized(out, now);
                 }
-                self.relay_backfill(out, now, backfill, false);
-                return;
-            }
-            Ok(_) => {
-                record(out, Observation::BestEffortFailed);
-                self.relay_backfill(out, now, backfill, false);
+                self.backfill_failed(out, now, backfill);
                 return;
             }
         };
@@ -432,6 +427,19 @@ impl Session {
         }
     }
 
+    /// A page could not be had. The pages so far may stop short of older entries nobody has
+    /// seen, so relaying them would put newer entries first: they are dropped, and the next
+    /// backfill (the safety poll, or the one a reopened stream starts) lists them again. The
+    /// held stream entries go as they are. A final backfill relays what it has: the handover
+    /// ends now.
+    fn backfill_failed(&mut self, out: &mut Vec<Command>, now: Timestamp, backfill: Backfill) {
+        if backfill.last {
+            self.relay_backfill(out, now, backfill, false);
+        } else {
+            self.release_stream_hold(out, now);
+        }
+    }
+
     fn report_missed(&mut self, out: &mut Vec<Command>, missed: MissedEntries) {
         if !self.missed.contains(&missed) {
             self.missed.push(missed);
@@ -508,20 +516,28 @@ impl Session {
                 )
             })
             .collect();
-        // The listing is in Salesforce's order. An entry only the stream brought goes after
-        // the listed entries of its millisecond (its place among them is unknown only where
-        // the listing reported a gap).
-        for entry in covered {
-            if merged
+        // The listing is in Salesforce's order, and so is the stream. An entry only the
+        // stream brought goes before any listed entry of a later millisecond, and before the
+        // next streamed entry the listing has; within its own millisecond its place is
+        // unknown only where the listing reported a gap or did not answer.
+        let position = |merged: &[(ConversationEntry, Source)], id: &EntryId| {
+            merged
                 .iter()
-                .any(|(listed, _)| listed.identifier == entry.identifier)
-            {
+                .position(|(listed, _)| &listed.identifier == id)
+        };
+        let ids: Vec<EntryId> = covered.iter().map(|e| e.identifier.clone()).collect();
+        for (index, entry) in covered.into_iter().enumerate() {
+            if position(&merged, &entry.identifier).is_some() {
                 continue;
             }
-            let at = merged
+            let by_time = merged
                 .iter()
                 .position(|(listed, _)| order_key(listed) > order_key(&entry))
                 .unwrap_or(merged.len());
+            let at = ids[index + 1..]
+                .iter()
+                .find_map(|later| position(&merged, later))
+                .map_or(by_time, |anchor| anchor.min(by_time));
             merged.insert(at, (entry, Source::Stream));
         }
         let mut new_entries = 0;

@@ -30,6 +30,7 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/control/conversations/{id}", get(conversation))
         .route("/control/conversations/{id}/accept", post(accept))
         .route("/control/conversations/{id}/messages", post(message))
+        .route("/control/conversations/{id}/burst", post(burst))
         .route("/control/conversations/{id}/typing", post(typing))
         .route("/control/conversations/{id}/acknowledge", post(acknowledge))
         .route("/control/conversations/{id}/transfer", post(transfer))
@@ -174,6 +175,9 @@ struct Message {
     /// Agent (default), Chatbot or System.
     #[serde(default)]
     role: Option<String>,
+    /// Keep this entry off the stream (only the entries list has it).
+    #[serde(default)]
+    withheld: bool,
 }
 
 async fn message(
@@ -215,8 +219,36 @@ async fn message(
     if !matches!(role, "Agent" | "Chatbot" | "System") {
         return Err(ApiError::new(400, "role must be Agent, Chatbot or System."));
     }
-    let entry = state.world().agent_sends(now_ms(), &id, content, role)?;
+    let mut world = state.world();
+    if body.withheld {
+        world.withhold_next(&id)?;
+    }
+    let entry = world.agent_sends(now_ms(), &id, content, role)?;
     Ok(axum::Json(json!({ "identifier": entry })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Burst {
+    texts: Vec<String>,
+    /// Indexes of `texts` kept off the stream.
+    #[serde(default)]
+    withheld: Vec<usize>,
+}
+
+/// The agent writes several texts recorded in one millisecond.
+async fn burst(
+    state: State,
+    Path(id): Path<String>,
+    StrictJson(body): StrictJson<Burst>,
+) -> Result<axum::Json<Value>, ApiError> {
+    if body.texts.is_empty() || body.texts.len() > 500 {
+        return Err(ApiError::new(400, "texts must hold 1 to 500 texts."));
+    }
+    let ids = state
+        .world()
+        .agent_burst(now_ms(), &id, body.texts, &body.withheld)?;
+    Ok(axum::Json(json!({ "identifiers": ids })))
 }
 
 #[derive(Deserialize)]
