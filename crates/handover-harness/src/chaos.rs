@@ -492,6 +492,64 @@ fn repeats(deliveries: &[Delivery], kills_ms: &[u64]) -> (usize, usize) {
     (explained, unexplained)
 }
 
+/// The texts of `role`'s messages in a sandbox conversation, in the order Salesforce recorded
+/// them.
+fn texts_at_salesforce(conversation: &Value, role: &str) -> Vec<String> {
+    conversation["entries"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|entry| entry["entryType"] == "Message" && entry["sender"]["role"] == role)
+        .filter_map(|entry| {
+            entry["entryPayload"]["abstractMessage"]["staticContent"]["text"]
+                .as_str()
+                .map(str::to_owned)
+        })
+        .collect()
+}
+
+/// The agent texts the user got, each at its first delivery, in the order they came.
+fn first_deliveries(calls: &[Value]) -> Vec<String> {
+    let mut notified: Vec<(u64, usize, &str)> = calls
+        .iter()
+        .enumerate()
+        .filter(|(_, call)| call["kind"] == "notify" && call["status"] == 200)
+        .filter_map(|(index, call)| {
+            let text = call["body"]["text"].as_str()?;
+            Some((call["atMs"].as_u64().unwrap_or(0), index, text))
+        })
+        .collect();
+    notified.sort_unstable();
+    let mut seen = std::collections::HashSet::new();
+    notified
+        .into_iter()
+        .filter(|(_, _, text)| seen.insert(*text))
+        .map(|(_, _, text)| text.to_owned())
+        .collect()
+}
+
+/// How many of `arrived` came after something that was later at the source (`source` in the
+/// source's order); texts the source does not have are passed over.
+fn out_of_order(source: &[String], arrived: &[String]) -> usize {
+    let place: HashMap<&str, usize> = source
+        .iter()
+        .enumerate()
+        .map(|(index, text)| (text.as_str(), index))
+        .collect();
+    let mut newest = None;
+    let mut late = 0;
+    for text in arrived {
+        let Some(&at) = place.get(text.as_str()) else {
+            continue;
+        };
+        match newest {
+            Some(newest) if at < newest => late += 1,
+            _ => newest = Some(at),
+        }
+    }
+    late
+}
+
 fn user_texts_at_salesforce(conversation: &Value) -> HashMap<String, usize> {
     let mut texts = HashMap::new();
     for entry in conversation["entries"].as_array().into_iter().flatten() {
@@ -1082,6 +1140,8 @@ async fn account(
     let mut terminal_redelivered_after_kill = 0usize;
     let mut lost_to_agent = 0usize;
     let mut doubled_to_agent = 0usize;
+    let mut unordered_to_user = 0usize;
+    let mut unordered_to_agent = 0usize;
     let mut no_terminal = Vec::new();
     let mut many_terminals = Vec::new();
     let mut wrong_reason: BTreeMap<String, usize> = BTreeMap::new();
@@ -1096,6 +1156,8 @@ async fn account(
             + doubled_to_user
             + lost_to_agent
             + doubled_to_agent
+            + unordered_to_user
+            + unordered_to_agent
             + no_terminal.len()
             + many_terminals.len()
             + wrong_reason.values().sum::<usize>()
@@ -1148,6 +1210,16 @@ async fn account(
             let details = run.miaw_conversation(conversation).await?;
             salesforce_view = details.clone();
             let at_salesforce = user_texts_at_salesforce(&details);
+            // Order: the user reads the agent's messages in the order Salesforce recorded
+            // them, and Salesforce records the user's in the order the Flow sent them.
+            unordered_to_user += out_of_order(
+                &texts_at_salesforce(&details, "Agent"),
+                &first_deliveries(&session_calls),
+            );
+            unordered_to_agent += out_of_order(
+                &outcome.user_sent,
+                &texts_at_salesforce(&details, "EndUser"),
+            );
             for text in &outcome.user_sent {
                 match at_salesforce.get(text).copied().unwrap_or(0) {
                     0 => lost_to_agent += 1,
@@ -1182,6 +1254,8 @@ async fn account(
             + doubled_to_user
             + lost_to_agent
             + doubled_to_agent
+            + unordered_to_user
+            + unordered_to_agent
             + no_terminal.len()
             + many_terminals.len()
             + wrong_reason.values().sum::<usize>()
@@ -1297,16 +1371,16 @@ async fn account(
     writeln!(text)?;
     writeln!(
         text,
-        "| direction | sent | lost | duplicated | re-delivered with the same id after a kill -9 |"
+        "| direction | sent | lost | duplicated | out of server order | re-delivered with the same id after a kill -9 |"
     )?;
-    writeln!(text, "|---|---:|---:|---:|---:|")?;
+    writeln!(text, "|---|---:|---:|---:|---:|---:|")?;
     writeln!(
         text,
-        "| agent → user (Notify) | {agent_sent} | {lost_to_user} | {doubled_to_user} | {redelivered_after_kill} |"
+        "| agent → user (Notify) | {agent_sent} | {lost_to_user} | {doubled_to_user} | {unordered_to_user} | {redelivered_after_kill} |"
     )?;
     writeln!(
         text,
-        "| user → agent (MIAW) | {user_sent} | {lost_to_agent} | {doubled_to_agent} | 0 (Salesforce answers 409 to a message id it has) |"
+        "| user → agent (MIAW) | {user_sent} | {lost_to_agent} | {doubled_to_agent} | {unordered_to_agent} | 0 (Salesforce answers 409 to a message id it has) |"
     )?;
     writeln!(text)?;
     writeln!(
@@ -1372,6 +1446,8 @@ async fn account(
         + doubled_to_user
         + lost_to_agent
         + doubled_to_agent
+        + unordered_to_user
+        + unordered_to_agent
         + stuck
         + many_terminals.len()
         + wrong_reason.len()
@@ -1469,6 +1545,29 @@ mod tests {
             id: id.to_owned(),
             at_ms,
         }
+    }
+
+    #[test]
+    fn out_of_order_counts_what_came_after_something_later_at_the_source() {
+        let texts = |list: &[&str]| list.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>();
+        let source = texts(&["a", "b", "c", "d"]);
+        assert_eq!(out_of_order(&source, &texts(&["a", "b", "c", "d"])), 0);
+        assert_eq!(out_of_order(&source, &texts(&["a", "c", "b", "d"])), 1);
+        assert_eq!(out_of_order(&source, &texts(&["d", "a", "b", "c"])), 3);
+        // A text the source does not have (a bridge notice) and a missing one change nothing.
+        assert_eq!(out_of_order(&source, &texts(&["a", "notice", "c", "d"])), 0);
+    }
+
+    #[test]
+    fn first_deliveries_keep_the_order_of_arrival_and_drop_repeats() {
+        let calls = vec![
+            json!({ "kind": "notify", "status": 200, "atMs": 5, "body": { "text": "b" } }),
+            json!({ "kind": "notify", "status": 200, "atMs": 2, "body": { "text": "a" } }),
+            json!({ "kind": "notify", "status": 503, "atMs": 1, "body": { "text": "c" } }),
+            json!({ "kind": "inject", "status": 200, "atMs": 3, "body": {} }),
+            json!({ "kind": "notify", "status": 200, "atMs": 9, "body": { "text": "a" } }),
+        ];
+        assert_eq!(first_deliveries(&calls), ["a", "b"]);
     }
 
     #[test]

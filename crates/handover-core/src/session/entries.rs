@@ -17,8 +17,8 @@ use crate::time::Timestamp;
 use crate::timer::Timer;
 
 use super::{
-    Backfill, BoundsReading, ConversationState, HeldEntry, PageStep, Pending, Phase, Session,
-    record,
+    Backfill, BoundsReading, ConversationState, DeepBackfill, HeldEntry, PageStep, Pending, Phase,
+    Session, record,
 };
 
 /// What a backfill does after a page.
@@ -165,7 +165,10 @@ impl Session {
         if !last && self.backfill.is_some() {
             return true;
         }
-        let step = PageStep::Back { before: None };
+        // After a backfill that ran out of pages, the next one goes on below it.
+        let step = PageStep::Back {
+            before: self.deep.map(|deep| deep.resume_below),
+        };
         let limit = self.config.backfill_page_size;
         let Some(call) = self.list_entries(out, now, step, limit) else {
             return false;
@@ -361,9 +364,11 @@ impl Session {
             }),
             PageStep::Back { .. } | PageStep::Below { .. } => Next::Incomplete,
         };
-        let next = match next {
-            Next::Page(_) if backfill.pages >= self.config.backfill_max_pages => Next::Incomplete,
-            next => next,
+        let out_of_pages = backfill.pages >= self.config.backfill_max_pages;
+        let next = if matches!(next, Next::Page(_)) && out_of_pages {
+            Next::Incomplete
+        } else {
+            next
         };
         match next {
             Next::Page(step) => {
@@ -380,7 +385,9 @@ impl Session {
                 // before older ones. The held entries keep waiting, within their bound.
             }
             Next::Done => {
-                if let Some(newest) = backfill.newest {
+                let listed_down_from = self.deep.take().map(|deep| deep.listed_through);
+                let newest = backfill.newest.max(listed_down_from);
+                if let Some(newest) = newest {
                     let horizon = self.backfill_horizon.map_or(newest, |h| h.max(newest));
                     self.backfill_horizon = Some(horizon);
                 }
@@ -388,9 +395,31 @@ impl Session {
             }
             Next::Incomplete => {
                 // Entries may be missing below what was listed: relay what there is rather
-                // than nothing, and say that the order is not assured.
+                // than nothing, and say that the order is not assured. If the pages ran out,
+                // the next backfill goes on below them at once, so that nothing stays
+                // unlisted however long the outage was.
                 record(out, Observation::BackfillIncomplete);
+                let oldest = backfill
+                    .collected
+                    .iter()
+                    .filter_map(|entry| entry.server_time)
+                    .min();
+                let resume = oldest.filter(|_| out_of_pages && !backfill.last);
+                if let Some(resume_below) = resume {
+                    let listed_through = self
+                        .deep
+                        .map(|deep| deep.listed_through)
+                        .max(backfill.newest)
+                        .unwrap_or(resume_below);
+                    self.deep = Some(DeepBackfill {
+                        resume_below,
+                        listed_through,
+                    });
+                }
                 self.relay_backfill(out, now, backfill, false);
+                if resume.is_some() && self.phase.is_live() {
+                    self.request_backfill(out, now, false);
+                }
             }
         }
     }

@@ -98,6 +98,9 @@ pub struct Session {
     /// How Salesforce reads the entries list's time bounds, once a page has shown it.
     #[cfg_attr(feature = "serde", serde(default))]
     bounds: BoundsReading,
+    /// A backfill ran out of pages before it met the horizon: the next one goes on below.
+    #[cfg_attr(feature = "serde", serde(default))]
+    deep: Option<DeepBackfill>,
     dedupe: EntryDedupe,
     /// Entries from the stream waiting for the listing that puts them in server order.
     #[cfg_attr(feature = "serde", serde(default))]
@@ -330,6 +333,16 @@ enum BoundsReading {
     Exclusive,
 }
 
+/// Where a backfill that ran out of pages stopped.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
+struct DeepBackfill {
+    /// The oldest millisecond listed so far: the next backfill lists through it, going back.
+    resume_below: Timestamp,
+    /// The newest entry listed above it: the horizon once the pages below meet the old one.
+    listed_through: Timestamp,
+}
+
 /// An entry from the stream waiting for a listing.
 #[derive(Clone, Debug)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -402,6 +415,7 @@ impl Session {
             backfill: None,
             backfill_horizon: None,
             bounds: BoundsReading::Unknown,
+            deep: None,
             bot: BotLane::default(),
             agents: Agents::default(),
             user_present: true,
