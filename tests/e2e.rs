@@ -741,15 +741,7 @@ async fn s47_a_crowded_millisecond_is_paged_through_under_either_reading_of_the_
         let expected = agent_texts_at_salesforce(&e2e, &conversation).await;
         assert_eq!(expected.len(), 62);
         assert_eq!(e2e.user_read("s47").await, expected, "bounds {bounds:?}");
-        let (_, view) = e2e
-            .api(
-                reqwest::Method::GET,
-                &format!("/v1/handovers/{handover}"),
-                KEY,
-                None,
-            )
-            .await;
-        assert_eq!(view["live"], true);
+        assert_eq!(e2e.view(&handover).await["live"], true);
         e2e.stop().await;
     }
 }

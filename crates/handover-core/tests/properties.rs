@@ -34,6 +34,25 @@ struct Setup {
     small_pages: bool,
 }
 
+impl Setup {
+    /// Every option off, short guest tokens, pages of 5: what the regression cases vary from.
+    fn plain(latency: Duration) -> Self {
+        Self {
+            forward_events: false,
+            end_when_agent_leaves: false,
+            legacy_switch: false,
+            forward_while_queued: true,
+            transcript_turns: 0,
+            verified: false,
+            agent_change_notification: false,
+            token_lifetime: Duration::from_secs(120),
+            latency,
+            exclusive_bounds: false,
+            small_pages: true,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug)]
 enum SendFault {
     Transient,
@@ -861,17 +880,8 @@ fn regression_the_final_backfill_lists_what_exists_after_the_end_signal() {
 #[test]
 fn regression_a_backfill_that_fails_midway_relays_none_of_its_pages() {
     let setup = Setup {
-        forward_events: false,
-        end_when_agent_leaves: false,
-        legacy_switch: false,
-        forward_while_queued: true,
-        transcript_turns: 0,
         verified: true,
-        agent_change_notification: false,
-        token_lifetime: Duration::from_secs(120),
-        latency: Duration::from_millis(1500),
-        exclusive_bounds: false,
-        small_pages: true,
+        ..Setup::plain(Duration::from_millis(1500))
     };
     let steps = vec![
         Step::Advance(Duration::from_secs(3)),
@@ -893,19 +903,7 @@ fn regression_a_backfill_that_fails_midway_relays_none_of_its_pages() {
 /// ones were never listed. Now the next backfill goes on below where the last one stopped.
 #[test]
 fn regression_a_backfill_out_of_pages_is_continued_below_until_nothing_is_left_unlisted() {
-    let setup = Setup {
-        forward_events: false,
-        end_when_agent_leaves: false,
-        legacy_switch: false,
-        forward_while_queued: true,
-        transcript_turns: 0,
-        verified: false,
-        agent_change_notification: false,
-        token_lifetime: Duration::from_secs(120),
-        latency: Duration::from_millis(30),
-        exclusive_bounds: false,
-        small_pages: true,
-    };
+    let setup = Setup::plain(Duration::from_millis(30));
     let steps = vec![
         Step::DropAndTalk(3),
         Step::SilenceStream,

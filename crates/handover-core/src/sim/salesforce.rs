@@ -611,23 +611,7 @@ impl FakeSalesforce {
     }
 
     pub(super) fn agent_joins(&mut self, now: Timestamp, name: &str, out: &mut Vec<StreamEvent>) {
-        self.agents_joined += 1;
-        let subject = format!("005agent{}", self.agents_joined);
-        self.agent = Some((subject.clone(), name.to_owned()));
-        self.routing_status = RoutingStatus::Routed;
-        let change = ParticipantChange {
-            operation: ParticipantOperation::Add,
-            role: Role::Agent,
-            display_name: Some(name.to_owned()),
-            subject: Some(subject),
-        };
-        self.append(
-            now,
-            Role::Agent,
-            Some(name),
-            EntryPayload::ParticipantChanged(vec![change]),
-            out,
-        );
+        self.join(now, name, false, out);
         if self.session != SessionStatus::Active {
             self.session = SessionStatus::Active;
             self.append(
@@ -638,6 +622,22 @@ impl FakeSalesforce {
                 out,
             );
         }
+    }
+
+    /// An agent is assigned; the join goes on the stream unless `withheld`.
+    fn join(&mut self, now: Timestamp, name: &str, withheld: bool, out: &mut Vec<StreamEvent>) {
+        self.agents_joined += 1;
+        let subject = format!("005agent{}", self.agents_joined);
+        self.agent = Some((subject.clone(), name.to_owned()));
+        self.routing_status = RoutingStatus::Routed;
+        let change = ParticipantChange {
+            operation: ParticipantOperation::Add,
+            role: Role::Agent,
+            display_name: Some(name.to_owned()),
+            subject: Some(subject),
+        };
+        let payload = EntryPayload::ParticipantChanged(vec![change]);
+        self.append_entry(now, Role::Agent, Some(name), payload, withheld, out);
     }
 
     fn agent_removed(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
@@ -695,31 +695,13 @@ impl FakeSalesforce {
         name: &str,
         out: &mut Vec<StreamEvent>,
     ) {
-        self.agents_joined += 1;
-        let subject = format!("005agent{}", self.agents_joined);
-        self.agent = Some((subject.clone(), name.to_owned()));
-        self.routing_status = RoutingStatus::Routed;
-        let change = ParticipantChange {
-            operation: ParticipantOperation::Add,
-            role: Role::Agent,
-            display_name: Some(name.to_owned()),
-            subject: Some(subject),
-        };
-        let payload = EntryPayload::ParticipantChanged(vec![change]);
-        self.append_entry(now, Role::Agent, Some(name), payload, true, out);
+        self.join(now, name, true, out);
         self.session = SessionStatus::Active;
     }
 
     /// The agent ends the session, and the stream withholds the status change.
     pub(super) fn agent_ends_withheld(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
-        self.routing_status = RoutingStatus::NeedsRouting;
-        self.agent_removed(now, out);
-        self.session = SessionStatus::Ended;
-        let payload = EntryPayload::SessionStatusChanged {
-            status: SessionStatus::Ended,
-            ended_by: Some(Role::Agent),
-        };
-        self.append_entry(now, Role::System, None, payload, true, out);
+        self.end_session(now, true, out);
     }
 
     pub(super) fn system_says(
@@ -759,6 +741,12 @@ impl FakeSalesforce {
     }
 
     pub(super) fn agent_ends(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
+        self.end_session(now, false, out);
+    }
+
+    /// The agent is removed and ends the session; the status change goes on the stream unless
+    /// `withheld`.
+    fn end_session(&mut self, now: Timestamp, withheld: bool, out: &mut Vec<StreamEvent>) {
         self.routing_status = RoutingStatus::NeedsRouting;
         self.agent_removed(now, out);
         self.session = SessionStatus::Ended;
@@ -766,7 +754,7 @@ impl FakeSalesforce {
             status: SessionStatus::Ended,
             ended_by: Some(Role::Agent),
         };
-        self.append(now, Role::System, None, payload, out);
+        self.append_entry(now, Role::System, None, payload, withheld, out);
     }
 
     pub(super) fn mark_inactive(&mut self, now: Timestamp, out: &mut Vec<StreamEvent>) {
