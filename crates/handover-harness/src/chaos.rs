@@ -60,6 +60,10 @@ pub(crate) struct ChaosArgs {
     /// scan then covers that level.
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// The bridges' `salesforce.stream_hold_ms` (their default if not given). `0` relays
+    /// stream entries on arrival, to see what the account reports without the hold.
+    #[arg(long)]
+    stream_hold_ms: Option<u64>,
 }
 
 const API_KEY: &str = "chaos-flow-key-0123456789abcdef";
@@ -125,6 +129,9 @@ struct Plan {
     stall_after: Option<usize>,
     /// After this step the stream carries junk: an unknown event and data that is not JSON.
     junk_after: Option<usize>,
+    /// The agent messages (by `k`) Salesforce keeps off the stream: only the entries list has
+    /// them, and what the agent writes after them must not overtake them.
+    withheld: Vec<usize>,
 }
 
 fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Plan> {
@@ -176,6 +183,7 @@ fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Pla
             };
             let stall_after = some(rng, 0.1);
             let junk_after = some(rng, 0.1);
+            let withheld = (0..args.messages).filter(|_| rng.f64() < 0.1).collect();
             Plan {
                 index,
                 start_after: starts.mul_f64(rng.f64()),
@@ -188,6 +196,7 @@ fn plans(args: &ChaosArgs, rng: &mut fastrand::Rng, length: Duration) -> Vec<Pla
                 token_refused_after,
                 stall_after,
                 junk_after,
+                withheld,
             }
         })
         .collect()
@@ -619,8 +628,13 @@ async fn drive_session(run: &Run, plan: &Plan, outcome: &mut Outcome) -> anyhow:
         match *step {
             Step::Agent(k) => {
                 let text = agent_text(plan.index, k);
-                run.agent(&conversation, "messages", &json!({ "text": text }))
-                    .await?;
+                let withheld = plan.withheld.contains(&k);
+                run.agent(
+                    &conversation,
+                    "messages",
+                    &json!({ "text": text, "withheld": withheld }),
+                )
+                .await?;
                 outcome.agent_sent.push(text);
             }
             Step::User(k) => {
@@ -843,7 +857,13 @@ pub(crate) async fn chaos(args: ChaosArgs) -> anyhow::Result<()> {
             // The org's 200 a minute with a little headroom; the instances keep it together
             // through the store.
             ("token_requests_per_minute".to_owned(), "190".to_owned()),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            args.stream_hold_ms
+                .map(|hold| ("stream_hold_ms".to_owned(), hold.to_string())),
+        )
+        .collect(),
         lease_ttl_secs: 5,
         log_level: args.log_level.clone(),
     };
@@ -1351,7 +1371,7 @@ async fn account(
     )?;
     writeln!(
         text,
-        "sessions: {} verified, {} transfers, {} inactive and re-routed, {} verified tokens refused mid-conversation and renewed",
+        "sessions: {} verified, {} transfers, {} inactive and re-routed, {} verified tokens refused mid-conversation and renewed, {} agent messages kept off the stream",
         args.sessions - guests,
         plans.iter().filter(|p| p.transfer_after.is_some()).count(),
         plans.iter().filter(|p| p.inactive_after.is_some()).count(),
@@ -1359,6 +1379,7 @@ async fn account(
             .iter()
             .filter(|p| p.token_refused_after.is_some())
             .count(),
+        plans.iter().map(|p| p.withheld.len()).sum::<usize>(),
     )?;
     writeln!(
         text,
@@ -1614,6 +1635,7 @@ mod tests {
             database_url: None,
             report: None,
             log_level: "info".to_owned(),
+            stream_hold_ms: None,
         }
     }
 
