@@ -32,11 +32,13 @@ pub enum Timer {
     /// Stream entries have waited as long as they may for the listing that puts them in
     /// order; relay them now.
     StreamHold,
+    /// Ask again for the listing that held stream entries wait for (the last one failed).
+    ListingRetry,
 }
 
 impl Timer {
     /// Every timer, in the order in which due timers fire.
-    pub const ALL: [Self; 12] = [
+    pub const ALL: [Self; 13] = [
         Self::TokenExpiry,
         Self::TokenGrace,
         Self::TokenRenewal,
@@ -49,6 +51,7 @@ impl Timer {
         Self::SendReady,
         Self::BotRetry,
         Self::StreamHold,
+        Self::ListingRetry,
     ];
 
     fn index(self) -> usize {
@@ -65,6 +68,7 @@ impl Timer {
             Self::SendReady => 9,
             Self::BotRetry => 10,
             Self::StreamHold => 11,
+            Self::ListingRetry => 12,
         }
     }
 }

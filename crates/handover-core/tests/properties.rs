@@ -104,6 +104,8 @@ enum Step {
         rejected: bool,
     },
     FailRoutingStatus,
+    /// The next entries listing fails (503); held entries wait for its retry.
+    FailListing,
     UserCancels,
     FlowCloses,
     /// The bridge restarts: the session goes through a JSON round trip, the stream
@@ -183,6 +185,7 @@ fn step() -> impl Strategy<Value = Step> {
         3 => Just(Step::FailBot { rejected: false }),
         1 => Just(Step::FailBot { rejected: true }),
         1 => Just(Step::FailRoutingStatus),
+        2 => Just(Step::FailListing),
         1 => Just(Step::UserCancels),
         1 => Just(Step::FlowCloses),
         2 => Just(Step::Restart),
@@ -205,6 +208,8 @@ struct Reference {
     /// Identity tokens stopped verifying: a verified user's token cannot be renewed.
     identity_stopped: bool,
     failures_injected: bool,
+    /// Entries listings made to fail: past the retry budget the final backfill gives up.
+    listing_failures: u32,
 }
 
 fn run_case(setup: Setup, steps: Vec<Step>) -> Result<(), TestCaseError> {
@@ -397,6 +402,12 @@ fn play_case(setup: &Setup, steps: Vec<Step>, sim: &mut Sim) -> Result<(), TestC
                 } else {
                     DeliveryFailure::Transient("502".into())
                 });
+            }
+            Step::FailListing => {
+                reference.failures_injected = true;
+                reference.listing_failures += 1;
+                sim.salesforce
+                    .fail_next(Target::ListEntries, CallFailure::Transient("503".into()));
             }
             Step::FailRoutingStatus => {
                 sim.salesforce.fail_next(
@@ -754,7 +765,9 @@ fn check_nothing_lost(
         // Salesforce ended it: everything before the end, thanks to the final backfill.
         // (Unless the token was refused: then nothing can be read any more.)
         Some(EndReason::AgentEnded | EndReason::UserClosed)
-            if !reference.user_cancelled && !reference.token_trouble =>
+            if !reference.user_cancelled
+                && !reference.token_trouble
+                && reference.listing_failures < SessionConfig::default().retry.max_attempts =>
         {
             log.iter()
                 .position(|logged| {

@@ -1878,18 +1878,31 @@ fn s45_a_hold_past_its_bound_releases_what_it_has_and_the_rest_comes_late() {
 }
 
 #[test]
-fn s45_a_failed_listing_releases_the_held_entries_at_once() {
+fn s45_a_failed_listing_is_asked_again_and_only_the_bound_releases_without_it() {
     let mut sim = with_agent(|_| {});
-    sim.salesforce.fail_next(
-        Target::ListEntries,
-        CallFailure::Transient("503".to_owned()),
-    );
-    sim.agent_says("Hi");
-    assert_eq!(sim.bot.texts(), vec!["Hi"]);
+    sim.agent_says_withheld("first");
+    let unavailable = || CallFailure::Transient("503".to_owned());
+    sim.salesforce.fail_next(Target::ListEntries, unavailable());
+    sim.agent_says("second");
+    assert!(sim.bot.texts().is_empty(), "waiting for the listing");
+    sim.advance(Duration::from_millis(250));
     assert_eq!(
-        observed(&sim, |o| matches!(o, Observation::HoldReleased { .. })),
-        1
+        sim.bot.texts(),
+        vec!["first", "second"],
+        "asked again, in order"
     );
+    let released = |sim: &Sim| observed(sim, |o| matches!(o, Observation::HoldReleased { .. }));
+    assert_eq!(released(&sim), 0);
+    // A listing that keeps failing: the entries go at the bound, and say so.
+    for _ in 0..10 {
+        sim.salesforce.fail_next(Target::ListEntries, unavailable());
+    }
+    sim.agent_says("third");
+    sim.advance(Duration::from_millis(4_900));
+    assert_eq!(sim.bot.texts().len(), 2);
+    sim.advance(Duration::from_millis(100));
+    assert_eq!(sim.bot.texts(), vec!["first", "second", "third"]);
+    assert_eq!(released(&sim), 1);
 }
 
 #[test]

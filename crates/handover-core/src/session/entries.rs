@@ -277,7 +277,10 @@ impl Session {
         }
         backfill.pages += 1;
         let page = match result {
-            Ok(SalesforceResponse::Entries(page)) => page,
+            Ok(SalesforceResponse::Entries(page)) => {
+                self.listing_failures = 0;
+                page
+            }
             failed => {
                 record(out, Observation::BestEffortFailed);
                 if failed == Err(CallFailure::Unauthorized) {
@@ -457,15 +460,51 @@ impl Session {
     }
 
     /// A page could not be had. The pages so far may stop short of older entries nobody has
-    /// seen, so relaying them would put newer entries first: they are dropped, and the next
-    /// backfill (the safety poll, or the one a reopened stream starts) lists them again. The
-    /// held stream entries go as they are. A final backfill relays what it has: the handover
-    /// ends now.
+    /// seen, so relaying them would put newer entries first: they are dropped, and the listing
+    /// is asked for again (backing off from 250 ms) while the held stream entries may still
+    /// wait; past their bound they go as they are. The final backfill is asked for again
+    /// within the retry budget, then relays what it has and the handover ends.
     fn backfill_failed(&mut self, out: &mut Vec<Command>, now: Timestamp, backfill: Backfill) {
+        self.listing_failures = self.listing_failures.saturating_add(1);
+        let exponent = self.listing_failures.saturating_sub(1).min(6);
+        let delay = Duration::from_millis(250) * (1_u32 << exponent);
+        let retry = now + delay;
         if backfill.last {
-            self.relay_backfill(out, now, backfill, false);
-        } else {
-            self.release_stream_hold(out, now);
+            // The end waits for the final listing, within the retry budget.
+            if self.listing_failures < self.config.retry.max_attempts {
+                self.timers.set(Timer::ListingRetry, retry);
+            } else {
+                self.relay_backfill(out, now, backfill, false);
+            }
+            return;
+        }
+        if self.held.is_empty() {
+            return;
+        }
+        // Held entries wait for another try, with backoff, until their bound.
+        match self.timers.get(Timer::StreamHold) {
+            Some(release) if retry < release => self.timers.set(Timer::ListingRetry, retry),
+            // Too late to try again: the bound releases them.
+            Some(_) => {}
+            None => self.release_stream_hold(out, now),
+        }
+    }
+
+    /// The listing the held entries wait for failed a while ago: ask again.
+    pub(super) fn retry_listing(&mut self, out: &mut Vec<Command>, now: Timestamp) {
+        if self.phase == Phase::Ending {
+            if self.backfill.is_none()
+                && !self.request_backfill(out, now, true)
+                && let Some(ending) = self.ending.take()
+            {
+                // No token left to list with: end without it.
+                self.finish_end(out, now, ending.reason, ending.detail, false);
+            }
+            return;
+        }
+        // Without a token to list with, nothing starts, and the hold's bound decides.
+        if !self.held.is_empty() && self.phase != Phase::Ended {
+            self.request_backfill(out, now, false);
         }
     }
 
@@ -587,6 +626,7 @@ impl Session {
         }
         if self.held.is_empty() || self.phase == Phase::Ended {
             self.timers.clear(Timer::StreamHold);
+            self.timers.clear(Timer::ListingRetry);
         } else if !self.request_backfill(out, now, false) {
             self.release_stream_hold(out, now);
         }
@@ -621,7 +661,8 @@ impl Session {
             record(out, Observation::DuplicateEntry);
             return;
         }
-        if !self.request_backfill(out, now, false) {
+        // Behind entries already waiting it waits too, listing or not: it must not pass them.
+        if !self.request_backfill(out, now, false) && self.held.is_empty() {
             // No listing can be had now (no usable token): relay as it comes.
             record(out, Observation::HoldReleased { entries: 1 });
             self.on_entry(out, now, entry, Source::Stream);
@@ -638,6 +679,7 @@ impl Session {
     /// in server order. What the listing under way brings later comes late.
     pub(super) fn release_stream_hold(&mut self, out: &mut Vec<Command>, now: Timestamp) {
         self.timers.clear(Timer::StreamHold);
+        self.timers.clear(Timer::ListingRetry);
         let mut held = std::mem::take(&mut self.held);
         if held.is_empty() {
             return;

@@ -101,6 +101,9 @@ pub struct Session {
     /// A backfill ran out of pages before it met the horizon: the next one goes on below.
     #[cfg_attr(feature = "serde", serde(default))]
     deep: Option<DeepBackfill>,
+    /// Listings that failed in a row (their retries back off).
+    #[cfg_attr(feature = "serde", serde(default))]
+    listing_failures: u32,
     dedupe: EntryDedupe,
     /// Entries from the stream waiting for the listing that puts them in server order.
     #[cfg_attr(feature = "serde", serde(default))]
@@ -416,6 +419,7 @@ impl Session {
             backfill_horizon: None,
             bounds: BoundsReading::Unknown,
             deep: None,
+            listing_failures: 0,
             bot: BotLane::default(),
             agents: Agents::default(),
             user_present: true,
@@ -757,6 +761,7 @@ impl Session {
                     }
                 }
                 Timer::StreamHold => self.release_stream_hold(out, now),
+                Timer::ListingRetry => self.retry_listing(out, now),
                 Timer::TypingIdle => {
                     if self.user_typing {
                         self.stop_typing(out, now);
