@@ -60,6 +60,10 @@ pub(crate) struct BenchArgs {
     /// is plain `http://`, where `auto` means HTTP/1.1).
     #[arg(long, default_value = "http2", value_parser = ["auto", "http1", "http2"])]
     http_version: String,
+    /// The bridge's `salesforce.stream_hold_ms` (its default if not given). `0` relays stream
+    /// entries on arrival, without the listing that orders them: what that listing costs.
+    #[arg(long)]
+    stream_hold_ms: Option<u64>,
     /// Write the report here too (Markdown).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -694,7 +698,13 @@ pub(crate) async fn bench(args: BenchArgs) -> anyhow::Result<()> {
                 "http_version".to_owned(),
                 format!("{:?}", args.http_version),
             ),
-        ],
+        ]
+        .into_iter()
+        .chain(
+            args.stream_hold_ms
+                .map(|hold| ("stream_hold_ms".to_owned(), hold.to_string())),
+        )
+        .collect(),
         lease_ttl_secs: 30,
         log_level: "warn".to_owned(),
     };
@@ -999,6 +1009,14 @@ impl Report<'_> {
             out,
             "- Bridge to sandbox: `salesforce.http_version = \"{}\"`; the floor relay speaks HTTP/1.1",
             a.http_version
+        )?;
+        writeln!(
+            out,
+            "- Stream hold: {}",
+            a.stream_hold_ms.map_or_else(
+                || "the bridge's default (each agent entry waits for a listing)".to_owned(),
+                |hold| format!("`salesforce.stream_hold_ms = {hold}`"),
+            )
         )?;
         writeln!(
             out,

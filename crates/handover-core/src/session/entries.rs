@@ -21,6 +21,20 @@ use super::{
     Session, record,
 };
 
+/// What a page of a backfill showed.
+struct PageFacts {
+    /// It held as many entries as asked for: there may be more.
+    full: bool,
+    /// Its oldest entry's time.
+    oldest: Option<Timestamp>,
+    /// It brought an entry not listed before.
+    progress: bool,
+    /// A page forward from a crowded millisecond also listed the millisecond before.
+    older_than_crowded: bool,
+    /// A page forward from a crowded millisecond reached what the pages going back listed.
+    closes_crowded: bool,
+}
+
 /// What a backfill does after a page.
 enum Next {
     Page(PageStep),
@@ -308,65 +322,15 @@ impl Session {
         backfill.newest = backfill.newest.max(newest);
         self.learn_bounds(backfill.step, &backfill.collected, &page);
         let fresh = merge_page(&mut backfill.collected, page);
-        let progress = fresh > 0;
 
-        let horizon = self.backfill_horizon;
-        let reaches_horizon =
-            |time: Option<Timestamp>| time.zip(horizon).is_some_and(|(time, h)| time <= h);
-        let millisecond = Duration::from_millis(1);
-        let next = match backfill.step {
-            PageStep::Back { .. } | PageStep::Below { .. } if !full => Next::Done,
-            PageStep::Back { .. } if !progress => match oldest {
-                Some(at) => {
-                    backfill.crowded_anchor = backfill
-                        .collected
-                        .iter()
-                        .find(|entry| entry.server_time == Some(at))
-                        .map(|entry| entry.identifier.clone());
-                    Next::Page(PageStep::Crowded { at, second: false })
-                }
-                None => Next::Incomplete,
-            },
-            PageStep::Back { .. } | PageStep::Below { .. } if progress => match oldest {
-                Some(_) if reaches_horizon(oldest) => Next::Done,
-                Some(oldest) => Next::Page(PageStep::Back {
-                    before: Some(oldest),
-                }),
-                None => Next::Incomplete,
-            },
-            // An inclusive reading of `startTimestamp` also listed the millisecond before,
-            // which may have crowded out the one wanted: ask again from that one itself.
-            PageStep::Crowded { at, second: false }
-                if full && !closes_crowded && older_than_crowded =>
-            {
-                Next::Page(PageStep::Crowded { at, second: true })
-            }
-            PageStep::Crowded { at, .. } => {
-                backfill.crowded_anchor = None;
-                if full && !closes_crowded {
-                    // Between the newest entries of this millisecond (listed going back) and
-                    // its oldest (listed going forward) some may not fit in either page.
-                    let missed = MissedEntries { from: at, to: at };
-                    self.report_missed(out, missed);
-                }
-                if reaches_horizon(Some(at.saturating_sub(millisecond))) {
-                    Next::Done
-                } else {
-                    Next::Page(PageStep::Below {
-                        crowded: at,
-                        second: false,
-                    })
-                }
-            }
-            PageStep::Below {
-                crowded,
-                second: false,
-            } => Next::Page(PageStep::Below {
-                crowded,
-                second: true,
-            }),
-            PageStep::Back { .. } | PageStep::Below { .. } => Next::Incomplete,
+        let facts = PageFacts {
+            full,
+            oldest,
+            progress: fresh > 0,
+            older_than_crowded,
+            closes_crowded,
         };
+        let next = self.next_page(out, &mut backfill, &facts);
         let out_of_pages = backfill.pages >= self.config.backfill_max_pages;
         let next = if matches!(next, Next::Page(_)) && out_of_pages {
             Next::Incomplete
@@ -424,6 +388,74 @@ impl Session {
                     self.request_backfill(out, now, false);
                 }
             }
+        }
+    }
+
+    /// What follows a page: another page (which), the end of the backfill, or giving up.
+    fn next_page(
+        &mut self,
+        out: &mut Vec<Command>,
+        backfill: &mut Backfill,
+        facts: &PageFacts,
+    ) -> Next {
+        let horizon = self.backfill_horizon;
+        let reaches_horizon =
+            |time: Option<Timestamp>| time.zip(horizon).is_some_and(|(time, h)| time <= h);
+        let millisecond = Duration::from_millis(1);
+        match backfill.step {
+            PageStep::Back { .. } | PageStep::Below { .. } if !facts.full => Next::Done,
+            PageStep::Back { .. } if !facts.progress => match facts.oldest {
+                Some(at) => {
+                    backfill.crowded_anchor = backfill
+                        .collected
+                        .iter()
+                        .find(|entry| entry.server_time == Some(at))
+                        .map(|entry| entry.identifier.clone());
+                    Next::Page(PageStep::Crowded { at, second: false })
+                }
+                None => Next::Incomplete,
+            },
+            PageStep::Back { .. } | PageStep::Below { .. } if facts.progress => {
+                match facts.oldest {
+                    Some(_) if reaches_horizon(facts.oldest) => Next::Done,
+                    Some(oldest) => Next::Page(PageStep::Back {
+                        before: Some(oldest),
+                    }),
+                    None => Next::Incomplete,
+                }
+            }
+            // An inclusive reading of `startTimestamp` also listed the millisecond before,
+            // which may have crowded out the one wanted: ask again from that one itself.
+            PageStep::Crowded { at, second: false }
+                if facts.full && !facts.closes_crowded && facts.older_than_crowded =>
+            {
+                Next::Page(PageStep::Crowded { at, second: true })
+            }
+            PageStep::Crowded { at, .. } => {
+                backfill.crowded_anchor = None;
+                if facts.full && !facts.closes_crowded {
+                    // Between the newest entries of this millisecond (listed going back) and
+                    // its oldest (listed going forward) some may not fit in either page.
+                    let missed = MissedEntries { from: at, to: at };
+                    self.report_missed(out, missed);
+                }
+                if reaches_horizon(Some(at.saturating_sub(millisecond))) {
+                    Next::Done
+                } else {
+                    Next::Page(PageStep::Below {
+                        crowded: at,
+                        second: false,
+                    })
+                }
+            }
+            PageStep::Below {
+                crowded,
+                second: false,
+            } => Next::Page(PageStep::Below {
+                crowded,
+                second: true,
+            }),
+            PageStep::Back { .. } | PageStep::Below { .. } => Next::Incomplete,
         }
     }
 
