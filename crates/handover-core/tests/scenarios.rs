@@ -2042,3 +2042,26 @@ fn s48_what_no_page_can_reach_is_reported_in_the_outcome_not_dropped_in_silence(
     assert_eq!(outcome.reason, EndReason::AgentEnded);
     assert_eq!(outcome.missed, missed, "the Flow hears of the gap");
 }
+
+/// S13 with the end never seen on the stream (it has gone silent): the bridge learns of it
+/// only from a listing where a new messaging session, opened by its own resend, already
+/// follows it. That end is over; the new agent is heard.
+#[test]
+fn s13_an_end_seen_late_is_superseded_by_the_new_session_the_resend_opened() {
+    let mut sim = with_agent(|_| {});
+    sim.silence_stream();
+    sim.agent_ends();
+    sim.user_says("Still there?");
+    assert_eq!(texts_sent(&sim), vec!["Still there?"]);
+    sim.agent_joins("Sam");
+    sim.agent_says("Sam here");
+    // The next safety poll (30 s with an agent) lists it all.
+    sim.advance(secs(40));
+    assert_eq!(sim.bot.texts(), vec!["Sam here"]);
+    assert_eq!(
+        terminal(&sim),
+        None,
+        "the old session's end ends nothing now"
+    );
+    assert_eq!(sim.session.phase(), Phase::WithAgent);
+}

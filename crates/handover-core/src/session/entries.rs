@@ -62,6 +62,37 @@ fn is_ordered(entry: &ConversationEntry) -> bool {
     }
 }
 
+fn ends_session(entry: &ConversationEntry) -> bool {
+    matches!(
+        entry.payload,
+        EntryPayload::SessionStatusChanged {
+            status: SessionStatus::Ended,
+            ..
+        }
+    )
+}
+
+/// A sign that a messaging session (re)started: its status changed to anything but Ended, or
+/// it was routed afresh.
+fn starts_session(entry: &ConversationEntry) -> bool {
+    match &entry.payload {
+        EntryPayload::SessionStatusChanged { status, .. } => *status != SessionStatus::Ended,
+        EntryPayload::RoutingResult(result) => {
+            result.routing_type == RoutingType::Initial && result.failure.is_none()
+        }
+        EntryPayload::Message(_)
+        | EntryPayload::ParticipantChanged(_)
+        | EntryPayload::CloseConversation
+        | EntryPayload::TypingStarted
+        | EntryPayload::TypingStopped
+        | EntryPayload::DeliveryAcknowledged { .. }
+        | EntryPayload::ReadAcknowledged { .. }
+        | EntryPayload::QueuePosition { .. }
+        | EntryPayload::ProgressIndicator { .. }
+        | EntryPayload::Unknown { .. } => false,
+    }
+}
+
 /// Oldest first; entries without a server time last.
 fn order_key(entry: &ConversationEntry) -> (bool, Option<Timestamp>) {
     (entry.server_time.is_none(), entry.server_time)
@@ -640,8 +671,31 @@ impl Session {
                 .map_or(by_time, |anchor| anchor.min(by_time));
             merged.insert(at, (entry, Source::Stream));
         }
+        // A session end that the same listing shows was followed by a new messaging session
+        // (the bridge resent a message as one after a 417, while the end was kept off the
+        // stream) is over already: it ends nothing now.
+        let mut superseded = vec![false; merged.len()];
+        let mut restarted_later = false;
+        for (index, (entry, _)) in merged.iter().enumerate().rev() {
+            superseded[index] = restarted_later && ends_session(entry);
+            restarted_later |= starts_session(entry);
+        }
         let mut new_entries = 0;
-        for (entry, source) in merged {
+        for ((entry, source), superseded) in merged.into_iter().zip(superseded) {
+            if superseded {
+                if self
+                    .dedupe
+                    .first_sighting(&entry.identifier, entry.server_time)
+                {
+                    record(
+                        out,
+                        Observation::Ignored {
+                            what: "a session end followed by a new messaging session",
+                        },
+                    );
+                }
+                continue;
+            }
             if self.on_entry(out, now, entry, source) && source == Source::Backfill {
                 new_entries += 1;
             }
