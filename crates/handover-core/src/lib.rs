@@ -108,6 +108,11 @@ issues one within a safety margin of that expiry: no call carries a token known 
 - Entries are de-duplicated by identifier whether they arrive on the stream, in a replay or in
   a backfill; a safety poll and a backfill after every reconnect recover what the stream
   missed.
+- Agent-side entries reach the bot in server order, entries the stream withheld included: an
+  entry from the stream waits (at most [`SessionConfig::stream_hold`]) for a listing of the
+  conversation and is relayed merged with what the listing found. What goes without that
+  listing is reported ([`Observation::HoldReleased`]); a stretch no page can reach is
+  reported too ([`Observation::EntriesMissed`], [`Outcome::missed`]).
 - User messages go to Salesforce one at a time, in order, at most
   [`SessionConfig::pacing_max_messages`] per [`SessionConfig::pacing_window`]; a retry reuses
   the message id, so the agent never sees a message twice. A message Salesforce refuses for good
