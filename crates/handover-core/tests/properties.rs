@@ -334,7 +334,10 @@ fn play_case(setup: &Setup, steps: Vec<Step>, sim: &mut Sim) -> Result<(), TestC
                 sim.agent_leaves();
             }
             Step::AgentEnds => {
+                // The agent's removal comes first; if the end is then superseded by a new
+                // session (a resend after a 417 that the listing shows), the removal decides.
                 reference.agent_ended |= server_acts;
+                reference.agent_left |= server_acts;
                 sim.agent_ends();
             }
             Step::MarkInactive => sim.mark_inactive(),
@@ -763,10 +766,12 @@ fn check_nothing_lost(
         // Still live and still talking to Salesforce: everything so far.
         None if still_polling => log.len(),
         // Salesforce ended it: everything before the end, thanks to the final backfill.
-        // (Unless the token was refused: then nothing can be read any more.)
+        // (Unless the token was refused, or cannot be renewed and may expire while the final
+        // backfill pages: then nothing can be read any more.)
         Some(EndReason::AgentEnded | EndReason::UserClosed)
             if !reference.user_cancelled
                 && !reference.token_trouble
+                && !reference.identity_stopped
                 && reference.listing_failures < SessionConfig::default().retry.max_attempts =>
         {
             log.iter()
