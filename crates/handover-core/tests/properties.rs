@@ -626,8 +626,10 @@ fn check(sim: &Sim, reference: &Reference, setup: &Setup) -> Result<(), TestCase
         sim.session.outcome().is_some()
     );
 
-    // Nothing sent after the end but cleanup.
+    // Nothing sent after the end but cleanup: closing (with a renewed token if Salesforce
+    // refused the one there was, a bounded number of times) and revoking.
     if let Some(mark) = sim.end_mark() {
+        let mut renewals = 0;
         for (_, command) in &sim.history()[mark.history_len..] {
             if let Command::Salesforce(call) = command {
                 prop_assert!(
@@ -636,12 +638,20 @@ fn check(sim: &Sim, reference: &Reference, setup: &Setup) -> Result<(), TestCase
                         SalesforceRequest::CloseConversation { .. }
                             | SalesforceRequest::RevokeToken
                             | SalesforceRequest::CloseStream
+                            | SalesforceRequest::RenewToken(MintKind::Verified(_))
                     ),
                     "after the end: {:?}",
                     call.request
                 );
+                if matches!(call.request, SalesforceRequest::RenewToken(_)) {
+                    renewals += 1;
+                }
             }
         }
+        prop_assert!(
+            renewals <= SessionConfig::default().retry.max_attempts,
+            "{renewals} renewals after the end to close the conversation"
+        );
         for entry in &relayed {
             prop_assert!(
                 position[entry].0 < mark.server_log_len,

@@ -1579,6 +1579,64 @@ fn s38_a_refused_verified_token_is_renewed_and_the_handover_carries_on() {
     assert_eq!(sim.session.phase(), Phase::WithAgent);
 }
 
+#[test]
+fn s38_a_user_close_while_a_refused_token_is_being_renewed_closes_once_renewed() {
+    let mut sim = with_agent(|c| {
+        c.settings.identity_token = Some(IdentityToken::new("idp-jwt"));
+        c.token_lifetime = secs(3600);
+        c.config.token_grace = secs(10 * 60);
+    });
+    sim.advance(secs(600));
+    // The token is refused and the first renewals meet the org's token limit: the user
+    // leaves while there is no usable token.
+    for _ in 0..2 {
+        sim.salesforce
+            .fail_next(Target::Mint, CallFailure::RateLimited);
+    }
+    sim.salesforce.revoke_all_tokens();
+    sim.stream_rejects_token();
+    sim.user_cancels();
+    assert_eq!(terminal_statuses(&sim), vec!["completed/user_closed"]);
+    sim.run_until_quiet(secs(600));
+    assert!(
+        sim.salesforce.closed(),
+        "the conversation is closed with the renewed token, not left to the agent"
+    );
+    assert!(sim.session.is_finished());
+    assert_no_call_used_an_expired_token(&sim);
+}
+
+#[test]
+fn s38_a_close_refused_with_401_is_retried_with_a_renewed_token() {
+    let mut sim = with_agent(|c| {
+        c.settings.identity_token = Some(IdentityToken::new("idp-jwt"));
+        c.token_lifetime = secs(3600);
+    });
+    sim.advance(secs(600));
+    // Salesforce stops honouring the token, and the close is the first call to learn it.
+    sim.salesforce.revoke_all_tokens();
+    sim.flow_closes();
+    sim.run_until_quiet(secs(600));
+    assert_eq!(terminal_statuses(&sim), vec!["completed/closed_by_flow"]);
+    assert!(sim.salesforce.closed());
+    assert!(sim.session.is_finished());
+}
+
+#[test]
+fn s38_a_guest_close_refused_with_401_is_skipped_not_retried() {
+    let mut sim = with_agent(|_| {});
+    sim.salesforce.revoke_all_tokens();
+    sim.flow_closes();
+    sim.run_until_quiet(secs(600));
+    assert_eq!(terminal_statuses(&sim), vec!["completed/closed_by_flow"]);
+    assert!(
+        !sim.salesforce.closed(),
+        "a refused guest token can close nothing"
+    );
+    assert!(sim.take_log().contains("record close-skipped"));
+    assert!(sim.session.is_finished());
+}
+
 // ---- G. Robustness -----------------------------------------------------------------------------
 
 #[test]

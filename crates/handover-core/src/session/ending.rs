@@ -2,7 +2,7 @@
 
 use crate::bot::{EndReason, HandoverStatus, Outcome};
 use crate::io::{Command, Observation};
-use crate::salesforce::{CallFailure, SalesforceRequest, SalesforceResponse};
+use crate::salesforce::{CallFailure, IssuedToken, SalesforceRequest, SalesforceResponse};
 use crate::time::Timestamp;
 use crate::timer::Timer;
 
@@ -91,7 +91,8 @@ impl Session {
             }
         }
         self.control_retry = None;
-        self.token.renewing = false;
+        // A renewal already in flight is what a close owed with a refused token waits for.
+        self.token.renewing = self.renewal_in_flight();
         self.user_typing = false;
         let unconfirmed = match &self.outbound.in_flight {
             Some((
@@ -131,6 +132,14 @@ impl Session {
         attempt: u32,
     ) {
         let Some(credential) = self.credential(now) else {
+            if self.can_renew_to_close() {
+                // Refused, but a verified user's token can be had again: close with that.
+                self.close_after_renewal = Some(attempt);
+                if !self.renewal_in_flight() {
+                    self.mint(out, true, attempt);
+                }
+                return;
+            }
             // The only credential for this conversation is gone; Salesforce's own inactivity
             // timeout will close it.
             record(out, Observation::CloseSkipped);
@@ -154,6 +163,13 @@ impl Session {
             Ok(_) | Err(CallFailure::NotFound | CallFailure::Conflict) => {
                 self.revoke_token(out, now)
             }
+            Err(CallFailure::Unauthorized)
+                if self.can_renew_to_close() && attempt < self.config.retry.max_attempts =>
+            {
+                // The close was the first call to meet the refusal.
+                self.token.refused = true;
+                self.close_conversation(out, now, attempt + 1);
+            }
             Err(CallFailure::Unauthorized) => record(out, Observation::CloseSkipped),
             Err(failure) if failure.is_retryable() && attempt < self.config.retry.max_attempts => {
                 self.schedule_control_retry(now, RetryOp::Close, attempt);
@@ -161,6 +177,47 @@ impl Session {
             Err(_) => {
                 record(out, Observation::BestEffortFailed);
                 self.revoke_token(out, now);
+            }
+        }
+    }
+
+    /// Whether a close that has no usable token can get one: a verified user's token is
+    /// renewed by minting again, unless the handover ended because that no longer works.
+    fn can_renew_to_close(&self) -> bool {
+        self.token.verified
+            && self.request.settings.identity_token.is_some()
+            && self
+                .outcome
+                .as_ref()
+                .is_none_or(|outcome| outcome.reason != EndReason::TokenExpired)
+    }
+
+    /// A close owed with a refused token got the renewal's answer.
+    pub(super) fn on_renewal_for_close(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        attempt: u32,
+        issued: Result<IssuedToken, CallFailure>,
+    ) {
+        match issued {
+            Ok(issued) if self.same_verified_subject(&issued.subject) => {
+                self.token.current = Some(self.token_from(now, issued));
+                self.token.refused = false;
+                record(out, Observation::TokenRenewed);
+                self.close_conversation(out, now, attempt);
+            }
+            other => {
+                if let Ok(issued) = other {
+                    // Another subject cannot close this conversation; a verified token of
+                    // another user is still a credential.
+                    self.revoke_issued(out, now, issued);
+                }
+                if attempt < self.config.retry.max_attempts {
+                    self.schedule_control_retry(now, RetryOp::Close, attempt);
+                } else {
+                    record(out, Observation::CloseSkipped);
+                }
             }
         }
     }

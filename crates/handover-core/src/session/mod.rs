@@ -88,6 +88,10 @@ pub struct Session {
     timers: TimerTable,
     calls: BTreeMap<CallId, Pending>,
     control_retry: Option<(RetryOp, u32)>,
+    /// The conversation must still be closed, but the token was refused: the close (this
+    /// attempt) waits for a renewed token.
+    #[cfg_attr(feature = "serde", serde(default))]
+    close_after_renewal: Option<u32>,
     token: TokenState,
     conversation: ConversationState,
     stream: StreamState,
@@ -411,6 +415,7 @@ impl Session {
             timers: TimerTable::default(),
             calls: BTreeMap::new(),
             control_retry: None,
+            close_after_renewal: None,
             token: TokenState::default(),
             conversation: ConversationState::NotCreated,
             stream: StreamState::default(),
@@ -526,6 +531,7 @@ impl Session {
             && self.bot.in_flight.is_none()
             && self.bot.ready.is_empty()
             && self.control_retry.is_none()
+            && self.close_after_renewal.is_none()
             && !self
                 .calls
                 .values()

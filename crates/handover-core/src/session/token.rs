@@ -42,10 +42,64 @@ impl Session {
         (!self.token.refused && now < token.usable_until).then(|| token.credential.clone())
     }
 
+    /// Whether a call that carries a renewal is in flight.
+    pub(super) fn renewal_in_flight(&self) -> bool {
+        self.calls
+            .values()
+            .any(|pending| matches!(pending, Pending::Mint { renewal: true, .. }))
+    }
+
+    /// Whether `subject` is the verified user this conversation belongs to.
+    pub(super) fn same_verified_subject(&self, subject: &Subject) -> bool {
+        match (subject, self.token.current.as_ref().map(|t| &t.subject)) {
+            (Subject::Verified(new), Some(Subject::Verified(old))) => new == old,
+            _ => false,
+        }
+    }
+
+    /// The safety margin before a token's expiry; it shrinks with short-lived tokens (tests
+    /// use tokens of a few seconds).
+    fn safety_margin(&self, now: Timestamp, expires_at: Timestamp) -> Duration {
+        let lifetime = expires_at.saturating_duration_since(now);
+        self.config.token_safety_margin.min(lifetime / 10)
+    }
+
+    pub(super) fn token_from(&self, now: Timestamp, issued: IssuedToken) -> Token {
+        let usable_until = issued.expires_at - self.safety_margin(now, issued.expires_at);
+        Token {
+            credential: Credential {
+                token: issued.token,
+                expires_at: issued.expires_at,
+            },
+            subject: issued.subject,
+            usable_until,
+        }
+    }
+
+    /// Revokes a verified token that was minted but will not be used.
+    pub(super) fn revoke_issued(
+        &mut self,
+        out: &mut Vec<Command>,
+        now: Timestamp,
+        issued: IssuedToken,
+    ) {
+        if matches!(issued.subject, Subject::Verified(_)) && now < issued.expires_at {
+            let credential = Credential {
+                token: issued.token,
+                expires_at: issued.expires_at,
+            };
+            self.call_salesforce(
+                out,
+                Pending::BestEffort,
+                Some(credential),
+                SalesforceRequest::RevokeToken,
+            );
+        }
+    }
+
     fn install_token(&mut self, now: Timestamp, issued: IssuedToken) {
-        // Margins shrink with short-lived tokens (tests use tokens of a few seconds).
         let lifetime = issued.expires_at.saturating_duration_since(now);
-        let margin = self.config.token_safety_margin.min(lifetime / 10);
+        let margin = self.safety_margin(now, issued.expires_at);
         let lead = self
             .config
             .token_renew_lead
@@ -63,14 +117,7 @@ impl Session {
         } else {
             self.timers.clear(Timer::TokenGrace);
         }
-        self.token.current = Some(Token {
-            credential: Credential {
-                token: issued.token,
-                expires_at: issued.expires_at,
-            },
-            subject: issued.subject,
-            usable_until,
-        });
+        self.token.current = Some(self.token_from(now, issued));
         self.token.refused = false;
     }
 
@@ -91,22 +138,11 @@ impl Session {
             Err(failure) => Err(failure),
         };
         if !self.phase.is_live() {
-            // Cancelled while minting. A verified token is still a live credential: revoke it.
-            if let Ok(issued) = issued
-                && matches!(issued.subject, Subject::Verified(_))
-            {
-                let credential = Credential {
-                    token: issued.token,
-                    expires_at: issued.expires_at,
-                };
-                if now < issued.expires_at {
-                    self.call_salesforce(
-                        out,
-                        Pending::BestEffort,
-                        Some(credential),
-                        SalesforceRequest::RevokeToken,
-                    );
-                }
+            if renewal && let Some(close_attempt) = self.close_after_renewal.take() {
+                self.on_renewal_for_close(out, now, close_attempt, issued);
+            } else if let Ok(issued) = issued {
+                // Cancelled while minting. A verified token is still a live credential.
+                self.revoke_issued(out, now, issued);
             }
             return;
         }
@@ -155,14 +191,7 @@ impl Session {
         issued: IssuedToken,
         attempt: u32,
     ) {
-        let same_subject = match (
-            &issued.subject,
-            self.token.current.as_ref().map(|t| &t.subject),
-        ) {
-            (Subject::Verified(new), Some(Subject::Verified(old))) => new == old,
-            _ => false,
-        };
-        if !same_subject {
+        if !self.same_verified_subject(&issued.subject) {
             // An anonymous token (identity token no longer valid) or another user's token
             // cannot reach this conversation. Salesforce judged the identity token itself, so
             // asking again soon with the same one would only spend the org's token budget:
