@@ -47,6 +47,37 @@ pub struct SandboxConfig {
     /// `inclusive` (the default) keeps entries at the bound, `exclusive` leaves them out, so
     /// a client can be tried against both.
     pub entry_time_bounds: TimeBounds,
+    /// What a stream opened without `Last-Event-Id` (or with one that is not an event id)
+    /// starts with. Salesforce does not say; `new` (the default) sends only events from the
+    /// connect on, the harder reading for a client; `all` replays the subject's history.
+    pub replay_without_last_event_id: Replay,
+    /// The `identifier` of the entry a user's message becomes. Salesforce's data model
+    /// replicates the client's `message.id` (the default, `message_id`); `generated` gives
+    /// the entry an identifier of its own, so that only `abstractMessage.id` carries the
+    /// client's, to try a client against both.
+    pub user_entry_identifier: UserEntryIdentifier,
+}
+
+/// Where a stream without a usable `Last-Event-Id` starts.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Replay {
+    /// Only the events after the connect.
+    #[default]
+    New,
+    /// Every event of the subject, from the first.
+    All,
+}
+
+/// The identifier of a user message's entry.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UserEntryIdentifier {
+    /// The client's `message.id`.
+    #[default]
+    MessageId,
+    /// A new identifier; `abstractMessage.id` still carries the client's.
+    Generated,
 }
 
 /// Whether the entries list's time bounds include entries at the bound itself.
@@ -147,11 +178,21 @@ impl Default for SandboxConfig {
             token_requests_per_minute: 200,
             messages_per_conversation_per_minute: 22,
             max_file_bytes: 5 * 1024 * 1024,
+            // What Salesforce's mobile SDKs offer to send (their MIME lists), plus a generic
+            // binary type; an org can narrow or widen it.
             allowed_file_types: [
                 "image/png",
                 "image/jpeg",
                 "image/gif",
+                "image/bmp",
+                "image/tiff",
                 "application/pdf",
+                "application/msword",
+                "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+                "application/vnd.ms-excel",
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                "application/xml",
+                "text/xml",
                 "text/plain",
                 "text/csv",
                 "application/octet-stream",
@@ -164,6 +205,8 @@ impl Default for SandboxConfig {
             queue_notifications: false,
             http2_max_concurrent_streams: None,
             entry_time_bounds: TimeBounds::Inclusive,
+            replay_without_last_event_id: Replay::New,
+            user_entry_identifier: UserEntryIdentifier::MessageId,
         }
     }
 }
@@ -223,6 +266,19 @@ impl SandboxConfig {
             return Err(invalid(
                 "guest_token_lifetime_secs",
                 "token lifetimes must be at least 1 s",
+            ));
+        }
+        if self.allowed_file_types.is_empty() {
+            return Err(invalid("allowed_file_types", "at least one type is needed"));
+        }
+        if let Some(bad) = self
+            .allowed_file_types
+            .iter()
+            .find(|t| t.parse::<mime_guess::mime::Mime>().is_err())
+        {
+            return Err(invalid(
+                "allowed_file_types",
+                &format!("{bad:?} is not a MIME type"),
             ));
         }
         if self.ping_interval_ms == 0 {

@@ -29,6 +29,10 @@ pub struct Faults {
     /// The next this-many events go out on the stream with their data cut in half (no longer
     /// JSON); the entries list has them intact.
     pub garble_next_events: u32,
+    /// Events go out without an `id:` line and access tokens without a `lastEventId`: the
+    /// client has no event id to resume from, and what a reconnect gets is up to
+    /// `replay_without_last_event_id`.
+    pub omit_event_ids: bool,
 }
 
 impl Faults {
@@ -54,6 +58,7 @@ impl Faults {
             latency_ms: self.latency_ms.max(other.latency_ms),
             withhold_next_events: self.withhold_next_events.max(other.withhold_next_events),
             garble_next_events: self.garble_next_events.max(other.garble_next_events),
+            omit_event_ids: self.omit_event_ids || other.omit_event_ids,
         }
     }
 }

@@ -37,8 +37,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 pub use config::{
-    ConfigError, DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, DeploymentConfig, IdentityKey,
-    SandboxConfig, ScriptedAgent, TimeBounds,
+    ConfigError, DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, DeploymentConfig, IdentityKey, Replay,
+    SandboxConfig, ScriptedAgent, TimeBounds, UserEntryIdentifier,
 };
 pub use faults::Faults;
 pub use tls::Identity;

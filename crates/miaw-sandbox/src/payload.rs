@@ -16,10 +16,40 @@ pub(crate) struct Participant {
     pub(crate) display_name: String,
 }
 
+/// A Salesforce bot's `clientIdentifier` is empty in Salesforce's payload samples; for other
+/// participants no sample shows the value, so the sandbox names the role.
+fn client_identifier(role: &str) -> String {
+    if role == "Chatbot" {
+        String::new()
+    } else {
+        format!("{}-client", role.to_lowercase())
+    }
+}
+
 impl Participant {
     /// The JSON `Participant` object.
     pub(crate) fn to_json(&self) -> Value {
-        json!({ "role": self.role, "appType": self.app_type, "subject": self.subject })
+        json!({
+            "role": self.role,
+            "appType": self.app_type,
+            "subject": self.subject,
+            "clientIdentifier": client_identifier(self.role),
+        })
+    }
+
+    /// A Salesforce bot (Einstein or Agentforce): its subject is the bot definition's id.
+    pub(crate) fn chatbot(name: &str, subject: &str) -> Self {
+        Self {
+            role: "Chatbot",
+            app_type: "chatbot",
+            subject: subject.to_owned(),
+            display_name: name.to_owned(),
+        }
+    }
+
+    /// The bot that speaks when no bot joined (automated bot messages).
+    pub(crate) fn sandbox_bot() -> Self {
+        Self::chatbot("Sandbox Bot", "0XxSB0000000001")
     }
 
     /// The end user with this subject.

@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value, json};
 use tokio::sync::watch;
 
-use crate::config::{DeploymentConfig, SandboxConfig, ScriptedAgent, TimeBounds};
+use crate::config::{
+    DeploymentConfig, SandboxConfig, ScriptedAgent, TimeBounds, UserEntryIdentifier,
+};
 use crate::faults::Faults;
 use crate::jwt::{Claims, JwtError, Signer};
 use crate::payload::{self, AttachmentJson, Participant};
@@ -134,6 +136,8 @@ pub(crate) struct Conversation {
     pub(crate) routing_status: &'static str,
     /// The agent assigned, if any.
     pub(crate) agent: Option<Participant>,
+    /// A Salesforce bot (Einstein or Agentforce) in the conversation, if any.
+    pub(crate) bot: Option<Participant>,
     /// Entries, oldest first, with `entryPayload` as an object.
     pub(crate) entries: Vec<Value>,
     /// Client message ids seen (a repeat is a 409).
@@ -281,7 +285,12 @@ impl Minted {
     }
 }
 
-fn random_uuid() -> String {
+/// A 15-character Salesforce record id with this key prefix (`005` a user, `0Xx` a bot).
+fn salesforce_id(prefix: &str) -> String {
+    format!("{prefix}{:012}", fastrand::u64(..1_000_000_000_000))
+}
+
+pub(crate) fn random_uuid() -> String {
     uuid::Builder::from_random_bytes(fastrand::u128(..).to_le_bytes())
         .into_uuid()
         .hyphenated()
@@ -352,6 +361,17 @@ impl World {
     /// The deployments served.
     pub(crate) fn deployments(&self) -> &[DeploymentConfig] {
         &self.config.deployments
+    }
+
+    /// The channel's `authMode` in token responses: `Auth` when the sandbox verifies users
+    /// (identity keys are configured), `UnAuth` otherwise. It describes the deployment, so a
+    /// guest token and a verified token of one sandbox report the same value.
+    pub(crate) fn auth_mode(&self) -> &'static str {
+        if self.config.identity_keys.is_empty() {
+            "UnAuth"
+        } else {
+            "Auth"
+        }
     }
 
     // ---- tokens -----------------------------------------------------------------------------
@@ -562,6 +582,7 @@ impl World {
             session_started_ms: now_ms,
             routing_status: "INITIAL",
             agent: None,
+            bot: None,
             entries: Vec::new(),
             message_ids: HashSet::new(),
             inbound: VecDeque::new(),
@@ -721,10 +742,14 @@ impl World {
             close,
             Vec::new(),
         );
-        self.end_session(now_ms, conversation_id, "EndUser");
+        // A session that already ended has no status change left to report.
+        if self.conversation(conversation_id)?.session != "Ended" {
+            self.end_session(now_ms, conversation_id, "EndUser");
+        }
         if let Some(conversation) = self.conversations.get_mut(conversation_id) {
             conversation.closed_ms = Some(now_ms);
             conversation.agent = None;
+            conversation.bot = None;
         }
         Ok(())
     }
@@ -882,7 +907,10 @@ impl World {
             followups.extend(self.scripted_accept(conversation_id));
         }
         let user = Participant::end_user(&subject);
-        let entry_id = random_uuid();
+        let entry_id = match self.config.user_entry_identifier {
+            UserEntryIdentifier::MessageId => message_id.to_owned(),
+            UserEntryIdentifier::Generated => random_uuid(),
+        };
         let (entry, text) = match content {
             UserContent::Text { text, in_reply_to } => (
                 payload::text_message(&entry_id, message_id, &text, in_reply_to.as_deref()),
@@ -1055,12 +1083,15 @@ impl World {
             .ok_or_else(ApiError::not_found)
     }
 
-    /// An agent accepts the work: participant added, session Active.
+    /// An agent accepts the work: participant added, session Active. A Salesforce bot
+    /// (`bot`) joins the same way; a human agent accepting after a bot takes over from it
+    /// (the bot is removed first).
     pub(crate) fn agent_accepts(
         &mut self,
         now_ms: u64,
         conversation_id: &str,
         name: &str,
+        bot: bool,
     ) -> Result<(), ApiError> {
         let conversation = self.open_conversation_mut(conversation_id)?;
         if conversation.session == "Ended" {
@@ -1069,16 +1100,33 @@ impl World {
         if conversation.agent.is_some() {
             return Err(ApiError::new(409, "An agent is already assigned."));
         }
-        let agent = Participant::agent(
-            name,
-            &format!("005{:012}", fastrand::u64(..1_000_000_000_000)),
-        );
-        conversation.agent = Some(agent.clone());
+        if bot && conversation.bot.is_some() {
+            return Err(ApiError::new(409, "A bot is already in the conversation."));
+        }
+        let joining = if bot {
+            Participant::chatbot(name, &salesforce_id("0Xx"))
+        } else {
+            Participant::agent(name, &salesforce_id("005"))
+        };
+        let replaced_bot = if bot {
+            conversation.bot = Some(joining.clone());
+            None
+        } else {
+            conversation.agent = Some(joining.clone());
+            conversation.bot.take()
+        };
         conversation.routing_status = "ROUTED";
+        let was_active = conversation.session == "Active";
+        if let Some(replaced) = replaced_bot {
+            let change = payload::participant_changed(&random_uuid(), "remove", &replaced);
+            self.append(now_ms, conversation_id, &replaced, change, Vec::new());
+        }
         let entry_id = random_uuid();
-        let change = payload::participant_changed(&entry_id, "add", &agent);
-        self.append(now_ms, conversation_id, &agent, change, Vec::new());
-        self.set_session(now_ms, conversation_id, "Active", None);
+        let change = payload::participant_changed(&entry_id, "add", &joining);
+        self.append(now_ms, conversation_id, &joining, change, Vec::new());
+        if !was_active {
+            self.set_session(now_ms, conversation_id, "Active", None);
+        }
         Ok(())
     }
 
@@ -1093,12 +1141,12 @@ impl World {
         let conversation = self.open_conversation_mut(conversation_id)?;
         let sender = match role {
             "System" => Participant::system(),
-            "Chatbot" => Participant {
-                role: "Chatbot",
-                app_type: "chatbot",
-                subject: "chatbot".to_owned(),
-                display_name: "Sandbox Bot".to_owned(),
-            },
+            // The bot in the conversation, or (for an automated bot message without a join)
+            // the sandbox's own.
+            "Chatbot" => conversation
+                .bot
+                .clone()
+                .unwrap_or_else(Participant::sandbox_bot),
             _ => conversation.agent.clone().ok_or_else(|| {
                 ApiError::bad_request("No agent is assigned; accept the conversation first.")
             })?,
@@ -1162,18 +1210,26 @@ impl World {
         Ok(entry_id)
     }
 
-    /// The agent types, or stops.
+    /// The agent (or the bot in the conversation) types, or stops.
     pub(crate) fn agent_typing(
         &mut self,
         now_ms: u64,
         conversation_id: &str,
         started: bool,
+        bot: bool,
     ) -> Result<(), ApiError> {
-        let agent = self
-            .open_conversation_mut(conversation_id)?
-            .agent
-            .clone()
-            .ok_or_else(|| ApiError::bad_request("No agent is assigned."))?;
+        let conversation = self.open_conversation_mut(conversation_id)?;
+        let agent = if bot {
+            conversation
+                .bot
+                .clone()
+                .ok_or_else(|| ApiError::bad_request("No bot is in the conversation."))?
+        } else {
+            conversation
+                .agent
+                .clone()
+                .ok_or_else(|| ApiError::bad_request("No agent is assigned."))?
+        };
         let entry = payload::typing(&random_uuid(), started, now_ms);
         self.append(now_ms, conversation_id, &agent, entry, Vec::new());
         Ok(())
@@ -1218,7 +1274,8 @@ impl World {
         conversation_id: &str,
         to: Option<&str>,
     ) -> Result<(), ApiError> {
-        if self.open_conversation_mut(conversation_id)?.agent.is_none() {
+        let conversation = self.open_conversation_mut(conversation_id)?;
+        if conversation.agent.is_none() && conversation.bot.is_none() {
             return Err(ApiError::bad_request("No agent is assigned."));
         }
         self.remove_agent(now_ms, conversation_id, "TRANSFER");
@@ -1232,7 +1289,7 @@ impl World {
             vec![record_id],
         );
         if let Some(to) = to {
-            self.agent_accepts(now_ms, conversation_id, to)?;
+            self.agent_accepts(now_ms, conversation_id, to, false)?;
         }
         Ok(())
     }
@@ -1243,7 +1300,8 @@ impl World {
         now_ms: u64,
         conversation_id: &str,
     ) -> Result<(), ApiError> {
-        if self.open_conversation_mut(conversation_id)?.agent.is_none() {
+        let conversation = self.open_conversation_mut(conversation_id)?;
+        if conversation.agent.is_none() && conversation.bot.is_none() {
             return Err(ApiError::bad_request("No agent is assigned."));
         }
         self.remove_agent(now_ms, conversation_id, "NEEDS_ROUTING");
@@ -1423,6 +1481,11 @@ impl World {
         });
     }
 
+    /// The id of the newest event on any stream (0 before the first).
+    pub(crate) fn latest_event_id(&self) -> u64 {
+        self.next_event.saturating_sub(1)
+    }
+
     /// The timings recorded from position `from` on.
     pub(crate) fn timings(&self, from: usize) -> &[Timing] {
         self.timings.get(from..).unwrap_or_default()
@@ -1584,9 +1647,13 @@ impl World {
             return;
         };
         conversation.routing_status = routing_status;
-        if let Some(agent) = conversation.agent.take() {
-            let change = payload::participant_changed(&random_uuid(), "remove", &agent);
-            self.append(now_ms, conversation_id, &agent, change, Vec::new());
+        let leaving: Vec<Participant> = [conversation.agent.take(), conversation.bot.take()]
+            .into_iter()
+            .flatten()
+            .collect();
+        for participant in leaving {
+            let change = payload::participant_changed(&random_uuid(), "remove", &participant);
+            self.append(now_ms, conversation_id, &participant, change, Vec::new());
         }
     }
 
@@ -1611,12 +1678,7 @@ impl World {
         let identifier = entry_payload["id"]
             .as_str()
             .map_or_else(random_uuid, str::to_owned);
-        let sender_json = json!({
-            "role": sender.role,
-            "appType": sender.app_type,
-            "subject": sender.subject,
-            "clientIdentifier": format!("{}-client", sender.role.to_lowercase()),
-        });
+        let sender_json = sender.to_json();
         let mut entry = json!({
             "entryType": entry_type,
             "identifier": identifier,

@@ -23,10 +23,10 @@ async fn set_faults(harness: &Harness, faults: Value) {
 /// An active conversation whose stream has passed the accept, with `fault` set to 1 for it.
 async fn active_with_fault(fault: &str) -> (Harness, String, String, EventStream) {
     let harness = Harness::start().await;
-    let (token, _) = harness.guest().await;
+    let (token, minted) = harness.guest().await;
     let id = harness.create(&token, json!({})).await;
     harness.control(&format!("{id}/accept"), json!({})).await;
-    let mut stream = harness.stream(&token, None).await;
+    let mut stream = harness.stream(&token, minted["lastEventId"].as_str()).await;
     stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
     stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
     let response = harness
@@ -56,10 +56,10 @@ async fn raw_chunks(harness: &Harness, token: &str, wait: Duration) -> Vec<Strin
 #[tokio::test]
 async fn streams_can_be_dropped_after_some_time_or_some_events() {
     let harness = Harness::start().await;
-    let (token, _) = harness.guest().await;
+    let (token, minted) = harness.guest().await;
     harness.create(&token, json!({})).await;
     set_faults(&harness, json!({ "drop_after_events": 1 })).await;
-    let mut stream = harness.stream(&token, None).await;
+    let mut stream = harness.stream(&token, minted["lastEventId"].as_str()).await;
     assert_eq!(
         stream.next_entry().await.event,
         "CONVERSATION_SESSION_STATUS_CHANGED"

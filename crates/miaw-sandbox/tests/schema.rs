@@ -387,10 +387,34 @@ async fn every_payload_the_sandbox_emits_validates() {
         .call(Method::DELETE, &close, Some(&token), None)
         .await;
 
+    // A Salesforce bot joins, types and speaks, then hands over to a person.
+    let third = harness.create(&token, json!({})).await;
+    harness
+        .control(
+            &format!("{third}/accept"),
+            json!({ "agent": "Einstein", "role": "Chatbot" }),
+        )
+        .await;
+    harness
+        .control(
+            &format!("{third}/typing"),
+            json!({ "on": true, "role": "Chatbot" }),
+        )
+        .await;
+    harness
+        .control(
+            &format!("{third}/messages"),
+            json!({ "text": "How can I help?", "role": "Chatbot" }),
+        )
+        .await;
+    harness
+        .control(&format!("{third}/accept"), json!({ "agent": "Jane" }))
+        .await;
+
     // Every payload, from the entries list (objects) and the stream (strings).
     let schemas = Schemas::load();
     let mut payloads = Vec::new();
-    for conversation in [&id, &second] {
+    for conversation in [&id, &second, &third] {
         let entries = harness.entries(&token, conversation, "limit=50").await;
         payloads.extend(entries.iter().map(|e| e["entryPayload"].clone()));
     }
@@ -420,6 +444,14 @@ async fn every_payload_the_sandbox_emits_validates() {
         seen.insert(entry_type);
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+    let bot_changes = payloads
+        .iter()
+        .filter(|p| p["entries"][0]["participant"]["role"] == "Chatbot")
+        .count();
+    assert!(
+        bot_changes >= 2,
+        "the bot's join and leave were among the payloads checked"
+    );
     let expected = [
         "CloseConversation",
         "DeliveryAcknowledgement",

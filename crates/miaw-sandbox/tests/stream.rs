@@ -245,11 +245,21 @@ async fn the_agent_plays_the_whole_life_of_a_conversation() {
         "CONVERSATION_READ_ACKNOWLEDGEMENT"
     );
 
-    // A transfer removes the agent, routes again with type Transfer, and the new agent joins.
+    // A transfer removes the agent, routes again with type Transfer, and the new agent joins;
+    // the session stays Active, so no status change is reported.
     ok(harness
         .control(&format!("{id}/transfer"), json!({ "to": "Raj" }))
         .await);
-    let events = stream.until("CONVERSATION_SESSION_STATUS_CHANGED").await;
+    let mut events = stream.until("CONVERSATION_ROUTING_RESULT").await;
+    events.extend(stream.until("CONVERSATION_PARTICIPANT_CHANGED").await);
+    assert_eq!(
+        names(&events),
+        [
+            "CONVERSATION_PARTICIPANT_CHANGED",
+            "CONVERSATION_ROUTING_RESULT",
+            "CONVERSATION_PARTICIPANT_CHANGED"
+        ]
+    );
     assert_eq!(payload(&events[0])["entries"][0]["operation"], "remove");
     assert_eq!(payload(&events[1])["routingType"], "Transfer");
     assert_eq!(payload(&events[2])["entries"][0]["displayName"], "Raj");

@@ -124,14 +124,25 @@ async fn conversation(state: State, Path(id): Path<String>) -> Result<axum::Json
 #[serde(default, deny_unknown_fields)]
 struct Accept {
     agent: String,
+    /// `Agent` (a person, the default) or `Chatbot` (a Salesforce bot).
+    role: Role,
 }
 
 impl Default for Accept {
     fn default() -> Self {
         Self {
             agent: "Sandbox Agent".to_owned(),
+            role: Role::Agent,
         }
     }
+}
+
+/// Who acts on the agent's side.
+#[derive(Deserialize, Default, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    #[default]
+    Agent,
+    Chatbot,
 }
 
 async fn accept(
@@ -140,7 +151,10 @@ async fn accept(
     body: Option<StrictJson<Accept>>,
 ) -> Result<StatusCode, ApiError> {
     let body = body.map(|b| b.0).unwrap_or_default();
-    state.world().agent_accepts(now_ms(), &id, &body.agent)?;
+    let bot = body.role == Role::Chatbot;
+    state
+        .world()
+        .agent_accepts(now_ms(), &id, &body.agent, bot)?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -255,6 +269,8 @@ async fn burst(
 #[serde(deny_unknown_fields)]
 struct Typing {
     on: bool,
+    #[serde(default)]
+    role: Role,
 }
 
 async fn typing(
@@ -262,7 +278,8 @@ async fn typing(
     Path(id): Path<String>,
     StrictJson(body): StrictJson<Typing>,
 ) -> Result<StatusCode, ApiError> {
-    state.world().agent_typing(now_ms(), &id, body.on)?;
+    let bot = body.role == Role::Chatbot;
+    state.world().agent_typing(now_ms(), &id, body.on, bot)?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -181,9 +181,10 @@ pub(crate) fn schedule(shared: &Arc<Shared>, followups: Vec<Followup>) {
                     agent,
                 } => {
                     tokio::time::sleep(Duration::from_millis(agent.accept_after_ms)).await;
-                    let result = shared
-                        .world()
-                        .agent_accepts(now_ms(), &conversation, &agent.name);
+                    let result =
+                        shared
+                            .world()
+                            .agent_accepts(now_ms(), &conversation, &agent.name, false);
                     if let Err(error) = result {
                         tracing::debug!(%conversation, message = %error.message, "scripted accept skipped");
                     }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Multipart, Path, Query};
+use axum::extract::{DefaultBodyLimit, Multipart, Path, Query};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -49,7 +49,9 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         )
         .route(
             &format!("{API}/conversation/{{conversation}}/file"),
-            post(send_file),
+            // The handler bounds each part itself: a file over the limit gets Salesforce's
+            // 413, not the 400 a body limit below the file limit would give.
+            post(send_file).layer(DefaultBodyLimit::disable()),
         )
         .route(
             &format!("{API}/conversation/{{conversation}}/entry"),
@@ -118,14 +120,31 @@ fn check_client(capabilities_version: &str, platform: &str) -> Result<(), ApiErr
     Ok(())
 }
 
+/// What a token response says beside the token.
+struct TokenFacts {
+    auth_mode: &'static str,
+    /// The `omit_event_ids` fault: no `lastEventId`.
+    omit_last_event_id: bool,
+}
+
+impl TokenFacts {
+    fn of(world: &crate::world::World) -> Self {
+        Self {
+            auth_mode: world.auth_mode(),
+            omit_last_event_id: world.faults_for(None).omit_event_ids,
+        }
+    }
+}
+
 fn token_response(
     issued: &IssuedToken,
+    facts: &TokenFacts,
     developer_name: &str,
     device_id: Option<&str>,
     context: Option<&TokenContext>,
 ) -> Value {
     let _ = context.map(|c| (&c.app_name, &c.client_version));
-    json!({
+    let mut response = json!({
         "accessToken": issued.access_token,
         "lastEventId": issued.last_event_id,
         "context": {
@@ -137,13 +156,19 @@ fn token_response(
                     "deploymentType": "Web",
                     "embeddedServiceMessagingChannel": {
                         "channelAddressIdentifier": format!("{developer_name}_channel"),
-                        "authMode": "Auth",
+                        "authMode": facts.auth_mode,
                     },
                     "forms": [],
                 },
             },
         },
-    })
+    });
+    if facts.omit_last_event_id
+        && let Some(fields) = response.as_object_mut()
+    {
+        fields.remove("lastEventId");
+    }
+    response
 }
 
 async fn guest_token(
@@ -152,11 +177,14 @@ async fn guest_token(
 ) -> Result<Response, ApiError> {
     chaos(&state, None).await?;
     check_client(&body.capabilities_version, &body.platform)?;
-    let issued = state
-        .world()
-        .mint_token(now_ms(), &body.org_id, &body.es_developer_name, None)?;
+    let (issued, facts) = {
+        let mut world = state.world();
+        let issued = world.mint_token(now_ms(), &body.org_id, &body.es_developer_name, None)?;
+        (issued, TokenFacts::of(&world))
+    };
     let response = token_response(
         &issued,
+        &facts,
         &body.es_developer_name,
         body.device_id.as_deref(),
         body.context.as_ref(),
@@ -173,14 +201,19 @@ async fn verified_token(
     if body.authorization_type != "JWT" {
         return Err(ApiError::new(400, "authorizationType must be \"JWT\"."));
     }
-    let issued = state.world().mint_token(
-        now_ms(),
-        &body.org_id,
-        &body.es_developer_name,
-        Some(&body.customer_identity_token),
-    )?;
+    let (issued, facts) = {
+        let mut world = state.world();
+        let issued = world.mint_token(
+            now_ms(),
+            &body.org_id,
+            &body.es_developer_name,
+            Some(&body.customer_identity_token),
+        )?;
+        (issued, TokenFacts::of(&world))
+    };
     let response = token_response(
         &issued,
+        &facts,
         &body.es_developer_name,
         body.device_id.as_deref(),
         body.context.as_ref(),
@@ -202,10 +235,14 @@ async fn continuation_token(state: State, headers: HeaderMap) -> Result<Response
     let now = now_ms();
     let claims = world.authorize(now, bearer(&headers))?;
     let issued = world.continuation(now, &claims);
-    Ok(axum::Json(
-        json!({ "accessToken": issued.access_token, "lastEventId": issued.last_event_id }),
-    )
-    .into_response())
+    let mut response =
+        json!({ "accessToken": issued.access_token, "lastEventId": issued.last_event_id });
+    if TokenFacts::of(&world).omit_last_event_id
+        && let Some(fields) = response.as_object_mut()
+    {
+        fields.remove("lastEventId");
+    }
+    Ok(axum::Json(response).into_response())
 }
 
 // ---- conversations ------------------------------------------------------------------------------
@@ -531,16 +568,21 @@ async fn send_file(
     };
     let mut entry: Option<FileEntry> = None;
     let mut file: Option<(String, String, Vec<u8>)> = None;
-    while let Some(field) = multipart
+    while let Some(mut field) = multipart
         .next_field()
         .await
         .map_err(|error| ApiError::new(400, format!("Invalid multipart body: {error}")))?
     {
         match field.name() {
             Some("messageEntry") => {
-                let bytes = field.bytes().await.map_err(|error| {
-                    ApiError::new(400, format!("Invalid messageEntry: {error}"))
-                })?;
+                let bytes = read_part(&mut field, MAX_ENTRY_PART_BYTES)
+                    .await
+                    .map_err(|error| match error {
+                        PartError::TooLarge => ApiError::new(400, "The messageEntry is too large."),
+                        PartError::Read(error) => {
+                            ApiError::new(400, format!("Invalid messageEntry: {error}"))
+                        }
+                    })?;
                 let parsed = serde_json::from_slice(&bytes).map_err(|error| {
                     ApiError::new(400, format!("Invalid messageEntry: {error}"))
                 })?;
@@ -552,11 +594,18 @@ async fn send_file(
                     .content_type()
                     .map(str::to_owned)
                     .unwrap_or_else(|| "application/octet-stream".to_owned());
-                let bytes = field
-                    .bytes()
-                    .await
-                    .map_err(|error| ApiError::new(400, format!("Invalid fileData: {error}")))?;
-                file = Some((name, mime_type, bytes.to_vec()));
+                let bytes =
+                    read_part(&mut field, max_bytes)
+                        .await
+                        .map_err(|error| match error {
+                            PartError::TooLarge => {
+                                ApiError::new(413, "The maximum size of each file is 5 MB.")
+                            }
+                            PartError::Read(error) => {
+                                ApiError::new(400, format!("Invalid fileData: {error}"))
+                            }
+                        })?;
+                file = Some((name, mime_type, bytes));
             }
             Some(other) => {
                 return Err(ApiError::new(
@@ -570,9 +619,6 @@ async fn send_file(
     let entry = entry.ok_or_else(|| ApiError::new(400, "The messageEntry part is required."))?;
     let (name, mime_type, bytes) =
         file.ok_or_else(|| ApiError::new(400, "The fileData part is required."))?;
-    if bytes.len() as u64 > max_bytes {
-        return Err(ApiError::new(413, "The maximum size of each file is 5 MB."));
-    }
     // The part's own type wins; a generic one falls back to the file name's extension.
     let mime_type = if mime_type == "application/octet-stream" {
         guess_mime(&name).unwrap_or(mime_type)
@@ -602,18 +648,32 @@ async fn send_file(
     accept_user_message(&state, &headers, &conversation, message, content, session)
 }
 
+/// The largest `messageEntry` part: a JSON object of a few fields.
+const MAX_ENTRY_PART_BYTES: u64 = 64 * 1024;
+
+enum PartError {
+    TooLarge,
+    Read(axum::extract::multipart::MultipartError),
+}
+
+/// Reads a multipart part, refusing it as soon as it grows past `max` bytes (the rest is
+/// never read).
+async fn read_part(
+    field: &mut axum::extract::multipart::Field<'_>,
+    max: u64,
+) -> Result<Vec<u8>, PartError> {
+    let mut bytes = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(PartError::Read)? {
+        if (bytes.len() + chunk.len()) as u64 > max {
+            return Err(PartError::TooLarge);
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(bytes)
+}
+
 fn guess_mime(name: &str) -> Option<String> {
-    let extension = name.rsplit_once('.')?.1.to_ascii_lowercase();
-    let mime = match extension.as_str() {
-        "png" => "image/png",
-        "jpg" | "jpeg" => "image/jpeg",
-        "gif" => "image/gif",
-        "pdf" => "application/pdf",
-        "txt" => "text/plain",
-        "csv" => "text/csv",
-        _ => return None,
-    };
-    Some(mime.to_owned())
+    mime_guess::from_path(name).first_raw().map(str::to_owned)
 }
 
 #[derive(Deserialize)]
@@ -644,13 +704,15 @@ async fn typing(
     let now = now_ms();
     let claims = world.authorize(now, bearer(&headers))?;
     world.user_typing(now, &claims, &conversation, started, &body.id)?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(StatusCode::OK)
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct Ack {
-    id: String,
+    /// The acknowledgement's own id; Salesforce's sample sends one, other clients do not.
+    #[serde(default)]
+    id: Option<String>,
     entry_type: String,
     conversation_entry_id: String,
 }
@@ -680,13 +742,14 @@ async fn acknowledge(
                 ));
             }
         };
-        acks.push((ack.id, read, ack.conversation_entry_id));
+        let id = ack.id.unwrap_or_else(crate::world::random_uuid);
+        acks.push((id, read, ack.conversation_entry_id));
     }
     let mut world = state.world();
     let now = now_ms();
     let claims = world.authorize(now, bearer(&headers))?;
     world.user_acknowledges(now, &claims, &conversation, &acks)?;
-    Ok(StatusCode::ACCEPTED)
+    Ok(StatusCode::OK)
 }
 
 async fn transcript(
