@@ -914,6 +914,7 @@ impl Running {
             | Observation::PacingDelay
             | Observation::MessageRefused { .. }
             | Observation::FileSentAsLink
+            | Observation::OwnEcho { .. }
             | Observation::BotDeliveryFailed { .. }
             | Observation::BestEffortFailed
             | Observation::CloseSkipped
@@ -1006,6 +1007,7 @@ fn observation_kind(observation: &Observation) -> &'static str {
         Observation::PacingDelay => "pacing_delay",
         Observation::MessageRefused { .. } => "message_refused",
         Observation::FileSentAsLink => "file_sent_as_link",
+        Observation::OwnEcho { .. } => "own_echo",
         Observation::BotDeliveryFailed { .. } => "bot_delivery_failed",
         Observation::BestEffortFailed => "best_effort_failed",
         Observation::CloseSkipped => "close_skipped",

@@ -92,6 +92,7 @@ fn entry(conversation: ConversationId, id: &str, role: Role, payload: EntryPaylo
                 subject: Some("005x".to_owned()),
             },
             server_time: None,
+            message_id: None,
             payload,
         },
     }

@@ -334,12 +334,16 @@ fn provider_event(event: &ProviderEvent) -> Value {
                 SessionStatus::Other(other) => other,
             },
         }),
-        ProviderEvent::Delivered { entry } => {
-            json!({ "type": "delivered", "entryId": entry.as_ref().map(|e| e.as_str()) })
-        }
-        ProviderEvent::Read { entry } => {
-            json!({ "type": "read", "entryId": entry.as_ref().map(|e| e.as_str()) })
-        }
+        ProviderEvent::Delivered { entry, message } => json!({
+            "type": "delivered",
+            "entryId": entry.as_ref().map(|e| e.as_str()),
+            "messageId": message.as_ref().map(|m| m.as_str()),
+        }),
+        ProviderEvent::Read { entry, message } => json!({
+            "type": "read",
+            "entryId": entry.as_ref().map(|e| e.as_str()),
+            "messageId": message.as_ref().map(|m| m.as_str()),
+        }),
         ProviderEvent::VerifiedUserFellBackToGuest => {
             json!({ "type": "verifiedUserFellBackToGuest" })
         }

@@ -258,6 +258,7 @@ impl FakeSalesforce {
                 subject: Some(format!("{name}-subject")),
             },
             server_time: None,
+            message_id: None,
             payload,
         };
         world.entries.push(entry.clone());

@@ -252,11 +252,17 @@ pub enum ProviderEvent {
     Delivered {
         /// The user's entry.
         entry: Option<EntryId>,
+        /// The Flow's id of the message, when the entry is one the bridge sent recently.
+        #[cfg_attr(feature = "serde", serde(default))]
+        message: Option<BotMessageId>,
     },
     /// The agent read one of the user's messages.
     Read {
         /// The user's entry.
         entry: Option<EntryId>,
+        /// The Flow's id of the message, when the entry is one the bridge sent recently.
+        #[cfg_attr(feature = "serde", serde(default))]
+        message: Option<BotMessageId>,
     },
     /// An identity token was given but Salesforce issued a guest token (the silent fallback).
     VerifiedUserFellBackToGuest,

@@ -174,6 +174,12 @@ pub enum Observation {
     },
     /// A file was sent as a link instead (too large, or refused with 413/415).
     FileSentAsLink,
+    /// Salesforce's record of a message the bridge sent came back, recognised by its
+    /// `identifier` or by its `abstractMessage.id`.
+    OwnEcho {
+        /// Which of the two named it.
+        by: EchoMatch,
+    },
     /// A delivery to the bot platform failed.
     BotDeliveryFailed {
         /// Whether it will be retried.
@@ -189,6 +195,15 @@ pub enum Observation {
         /// What was ignored.
         what: &'static str,
     },
+}
+
+/// How the bridge's own message was recognised in Salesforce's record of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EchoMatch {
+    /// The entry's `identifier` is the id the bridge sent.
+    Identifier,
+    /// Only `abstractMessage.id` is (Salesforce gave the entry an identifier of its own).
+    MessageId,
 }
 
 /// Why the stream is reopened.

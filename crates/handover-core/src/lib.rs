@@ -174,7 +174,7 @@ pub use ids::{
     BotMessageId, CallId, ClientEntryId, ConversationId, EntryId, EventId, HandoverId, IdError,
     RequestId,
 };
-pub use io::{BotCall, Command, Input, Observation, ReconnectReason, SalesforceCall};
+pub use io::{BotCall, Command, EchoMatch, Input, Observation, ReconnectReason, SalesforceCall};
 pub use salesforce::{
     Acknowledgement, AcknowledgementKind, Attachment, CallFailure, ChoiceOption, ChoiceStyle,
     ConversationEntry, Credential, EntryPayload, FileRef, IssuedToken, MessageContent, MintKind,

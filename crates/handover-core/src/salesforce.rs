@@ -62,6 +62,10 @@ pub struct ConversationEntry {
     pub sender: Sender,
     /// `transcriptedTimestamp`: when Salesforce recorded it.
     pub server_time: Option<Timestamp>,
+    /// A message's `abstractMessage.id`: the sender's own id for it. For the customer's
+    /// messages, the id the bridge sent (Salesforce may or may not reuse it as `identifier`).
+    #[cfg_attr(feature = "serde", serde(default))]
+    pub message_id: Option<EntryId>,
     /// What it says.
     pub payload: EntryPayload,
 }

@@ -701,6 +701,119 @@ fn s21_receipts_of_user_messages_are_forwarded_with_forward_events_on() {
     .assert_eq(&sim.take_log());
 }
 
+/// An entry of the customer's on the stream, as Salesforce would record it.
+fn customer_entry(
+    sim: &Sim,
+    identifier: &str,
+    message_id: Option<&str>,
+    payload: EntryPayload,
+) -> Input {
+    Input::Stream {
+        stream: CallId::from_raw(2),
+        event: StreamEvent::Entry {
+            event_id: None,
+            entry: ConversationEntry {
+                conversation_id: sim.session.conversation_id(),
+                identifier: EntryId::new(identifier).unwrap(),
+                sender: Sender {
+                    role: if matches!(payload, EntryPayload::Message(_)) {
+                        Role::EndUser
+                    } else {
+                        Role::Agent
+                    },
+                    display_name: None,
+                    subject: None,
+                },
+                server_time: None,
+                message_id: message_id.map(|id| EntryId::new(id).unwrap()),
+                payload,
+            },
+        },
+    }
+}
+
+fn receipts(sim: &Sim) -> Vec<(String, Option<String>)> {
+    sim.bot.statuses()
+        .into_iter()
+        .filter_map(|status| match status {
+            HandoverStatus::Event(
+                ProviderEvent::Delivered { entry, message }
+                | ProviderEvent::Read { entry, message },
+            ) => Some((
+                entry
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.as_str().to_owned()),
+                message.as_ref().map(|m| m.as_str().to_owned()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn s21_receipts_name_the_flows_message_whether_or_not_salesforce_keeps_the_bridges_id() {
+    let mut sim = with_agent(|c| c.settings.forward_events = true);
+    let first = sim.user_says("Hi");
+    let sent = sim.salesforce.accepted().last().unwrap().id.to_string();
+    sim.take_log();
+    // Salesforce gives the entry an identifier of its own; `abstractMessage.id` is the
+    // bridge's, and the receipt names the new identifier.
+    let echo = customer_entry(
+        &sim,
+        "0Mw-entry-1",
+        Some(&sent),
+        EntryPayload::Message(MessageContent::Text("Hi".to_owned())),
+    );
+    sim.input(echo);
+    let receipt = customer_entry(
+        &sim,
+        "ack-1",
+        None,
+        EntryPayload::DeliveryAcknowledged {
+            acknowledged: Some(EntryId::new("0Mw-entry-1").unwrap()),
+        },
+    );
+    sim.input(receipt);
+    assert!(sim.take_log().contains("record own-echo by MessageId"));
+
+    // Salesforce keeps the bridge's id as the entry's identifier.
+    let second = sim.user_says("Again");
+    let sent_again = sim.salesforce.accepted().last().unwrap().id.to_string();
+    let echo = customer_entry(
+        &sim,
+        &sent_again,
+        None,
+        EntryPayload::Message(MessageContent::Text("Again".to_owned())),
+    );
+    sim.input(echo);
+    let receipt = customer_entry(
+        &sim,
+        "ack-2",
+        None,
+        EntryPayload::ReadAcknowledged {
+            acknowledged: Some(EntryId::new(&sent_again).unwrap()),
+        },
+    );
+    sim.input(receipt);
+    assert!(sim.take_log().contains("record own-echo by Identifier"));
+    sim.run_until_quiet(secs(5));
+
+    let named: Vec<(String, Option<String>)> = receipts(&sim)
+        .into_iter()
+        .filter(|(_, message)| message.is_some())
+        .collect();
+    assert_eq!(
+        named,
+        vec![
+            ("0Mw-entry-1".to_owned(), Some(first.as_str().to_owned())),
+            (sent_again, Some(second.as_str().to_owned())),
+        ]
+    );
+    // The sim's own echoes carry neither id: their receipts name no message of the Flow's.
+    assert!(receipts(&sim).iter().any(|(_, message)| message.is_none()));
+    assert!(sim.bot.texts().is_empty(), "no echo went back to the user");
+}
+
 // ---- C. Presence -------------------------------------------------------------------------------
 
 #[test]
@@ -1067,6 +1180,7 @@ fn s32_flow_closes_the_handover() {
                     subject: None,
                 },
                 server_time: Some(sim.now()),
+                message_id: None,
                 payload: EntryPayload::Message(MessageContent::Text(
                     "Are you still there?".to_owned(),
                 )),
@@ -1674,6 +1788,7 @@ fn s39_unknown_entry_types_are_counted_too() {
                     subject: None,
                 },
                 server_time: None,
+                message_id: None,
                 payload: EntryPayload::Unknown {
                     entry_type: "FlagRaise".to_owned(),
                 },

@@ -127,6 +127,12 @@ fn entry(entry: wire::Entry, conversation: &str) -> Result<ConversationEntry, De
         role: None,
         subject: None,
     });
+    // Only a message has an `abstractMessage`; its id is the sender's own for it.
+    let message_id = payload
+        .get("abstractMessage")
+        .and_then(|message| message.get("id"))
+        .and_then(Value::as_str)
+        .and_then(|id| EntryId::new(id).ok());
     let first_related = entry
         .related_records
         .and_then(|records| records.into_iter().next())
@@ -142,6 +148,7 @@ fn entry(entry: wire::Entry, conversation: &str) -> Result<ConversationEntry, De
         server_time: entry
             .transcripted_timestamp
             .map(Timestamp::from_unix_millis),
+        message_id,
         payload: decode_payload(&entry_type, payload, first_related)?,
     })
 }

@@ -6,8 +6,8 @@ use crate::bot::{
     AgentMessage, BotDelivery, EndReason, HandoverStatus, MissedEntries, Notification,
     ProviderEvent, QueueUpdate,
 };
-use crate::ids::{CallId, EntryId};
-use crate::io::{Command, Observation};
+use crate::ids::{BotMessageId, CallId, EntryId};
+use crate::io::{Command, EchoMatch, Observation};
 use crate::salesforce::{
     CallFailure, ConversationEntry, EntryPayload, MessageContent, ParticipantChange,
     ParticipantOperation, Role, RoutingResult, RoutingStatus, RoutingType, SalesforceRequest,
@@ -815,8 +815,14 @@ impl Session {
             identifier,
             sender,
             payload,
+            message_id,
             ..
         } = entry;
+        if sender.role == Role::EndUser && matches!(payload, EntryPayload::Message(_)) {
+            // Salesforce's echo of what the bridge sent; never relayed back.
+            self.on_own_echo(out, &identifier, message_id.as_ref());
+            return true;
+        }
         if self.phase == Phase::Ending {
             // Only messages still matter: they are what the final backfill is for. And when
             // the end was a guess (the conversation vanished), Salesforce's own end wins.
@@ -868,22 +874,20 @@ impl Session {
             }
             EntryPayload::TypingStopped => self.relay_typing(out, &sender, false),
             EntryPayload::DeliveryAcknowledged { acknowledged } => {
-                self.forward(
-                    out,
-                    now,
-                    ProviderEvent::Delivered {
-                        entry: acknowledged,
-                    },
-                );
+                let message = self.acknowledged_message(acknowledged.as_ref());
+                let event = ProviderEvent::Delivered {
+                    entry: acknowledged,
+                    message,
+                };
+                self.forward(out, now, event);
             }
             EntryPayload::ReadAcknowledged { acknowledged } => {
-                self.forward(
-                    out,
-                    now,
-                    ProviderEvent::Read {
-                        entry: acknowledged,
-                    },
-                );
+                let message = self.acknowledged_message(acknowledged.as_ref());
+                let event = ProviderEvent::Read {
+                    entry: acknowledged,
+                    message,
+                };
+                self.forward(out, now, event);
             }
             EntryPayload::QueuePosition { position } => {
                 self.queue_update(out, now, Some(position), None);
@@ -912,10 +916,6 @@ impl Session {
         sender: Sender,
         content: MessageContent,
     ) {
-        if sender.role == Role::EndUser {
-            // Salesforce's echo of what the bridge sent; never relayed back.
-            return;
-        }
         if !sender.role.is_relayed() {
             record(
                 out,
@@ -937,6 +937,41 @@ impl Session {
         };
         let delivery = BotDelivery::Notify(Notification::Agent(message));
         self.enqueue_bot(out, now, delivery, Some(identifier));
+    }
+
+    /// A customer message from Salesforce: the bridge's own, recognised by the entry's
+    /// identifier or (when Salesforce gave the entry one of its own) by `abstractMessage.id`;
+    /// the identifier then joins the ids receipts can name. A customer message the bridge
+    /// did not send (another device of a verified user) is not relayed either.
+    fn on_own_echo(
+        &mut self,
+        out: &mut Vec<Command>,
+        identifier: &EntryId,
+        message_id: Option<&EntryId>,
+    ) {
+        if self.sent_message(identifier).is_some() {
+            record(
+                out,
+                Observation::OwnEcho {
+                    by: EchoMatch::Identifier,
+                },
+            );
+        } else if let Some(message) = message_id.and_then(|id| self.sent_message(id)).cloned() {
+            self.remember_sent(identifier.as_str(), &message);
+            record(
+                out,
+                Observation::OwnEcho {
+                    by: EchoMatch::MessageId,
+                },
+            );
+        }
+    }
+
+    /// The Flow's id of the user's message a receipt names, if the bridge sent it recently.
+    fn acknowledged_message(&self, acknowledged: Option<&EntryId>) -> Option<BotMessageId> {
+        acknowledged
+            .and_then(|entry| self.sent_message(entry))
+            .cloned()
     }
 
     fn relay_typing(&mut self, out: &mut Vec<Command>, sender: &Sender, on: bool) {

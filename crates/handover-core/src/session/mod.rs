@@ -20,6 +20,9 @@ use crate::time::Timestamp;
 use crate::timer::{Timer, TimerTable};
 use crate::transcript;
 
+/// How many of the user's recent Salesforce message ids a session keeps for receipts (they
+/// arrive within seconds; the session is stored whole, so the list stays short).
+const SENT_REMEMBERED: usize = 16;
 /// Where a handover stands. Waiting phases are named after what they wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
@@ -116,6 +119,10 @@ pub struct Session {
     #[cfg_attr(feature = "serde", serde(default))]
     missed: Vec<crate::bot::MissedEntries>,
     user_messages: RecentSet<BotMessageId>,
+    /// The Salesforce ids of the user's most recent messages (and the identifiers Salesforce
+    /// gave them, once seen), with the Flow's id of each: receipts name these.
+    #[cfg_attr(feature = "serde", serde(default))]
+    sent: VecDeque<(crate::ids::EntryId, BotMessageId)>,
     outbound: Outbound,
     bot: BotLane,
     agents: Agents,
@@ -399,6 +406,7 @@ impl Session {
             held: Vec::new(),
             missed: Vec::new(),
             user_messages: RecentSet::new(config.dedupe_capacity),
+            sent: VecDeque::new(),
             outbound: Outbound {
                 ready: VecDeque::new(),
                 held: VecDeque::new(),
@@ -627,7 +635,33 @@ impl Session {
                 items.push(item);
             }
         }
+        for item in &items {
+            let ids = std::iter::once(item.message.id).chain(item.fallback.as_ref().map(|f| f.id));
+            for id in ids {
+                self.remember_sent(&id.to_string(), &message.id);
+            }
+        }
         self.enqueue_outbound(out, now, items);
+    }
+
+    /// Remembers that Salesforce knows the user's message `message` as `id`.
+    fn remember_sent(&mut self, id: &str, message: &BotMessageId) {
+        let Ok(id) = crate::ids::EntryId::new(id) else {
+            return;
+        };
+        if self.sent.len() == SENT_REMEMBERED {
+            self.sent.pop_front();
+        }
+        self.sent.push_back((id, message.clone()));
+    }
+
+    /// The Flow's id of the user's message Salesforce knows as `id`, if it is a recent one.
+    fn sent_message(&self, id: &crate::ids::EntryId) -> Option<&BotMessageId> {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(known, _)| known == id)
+            .map(|(_, message)| message)
     }
 
     fn on_presence(&mut self, out: &mut Vec<Command>, now: Timestamp, connected: bool) {

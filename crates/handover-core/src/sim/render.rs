@@ -400,6 +400,7 @@ fn observation(observation: &Observation, epoch: Timestamp) -> String {
         }
         Observation::BestEffortFailed => "best-effort-failed".to_owned(),
         Observation::CloseSkipped => "close-skipped".to_owned(),
+        Observation::OwnEcho { by } => format!("own-echo by {by:?}"),
         Observation::Ignored { what } => format!("ignored {what}"),
     }
 }

@@ -581,6 +581,8 @@ impl FakeSalesforce {
                 subject: None,
             },
             server_time: Some(server_time),
+            // The sim's echoes carry neither the bridge's id nor its `abstractMessage.id`.
+            message_id: None,
             payload,
         };
         let streamed = !withheld && self.stream.is_some() && !self.silent;
