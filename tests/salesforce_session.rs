@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use handover_core::*;
-use miaw_sandbox::SandboxConfig;
+use miaw_sandbox::{Replay, SandboxConfig, UserEntryIdentifier};
 use reqwest::Method;
 use serde_json::{Value, json};
 use support::driver::{self, Running};
@@ -169,6 +169,283 @@ async fn s14_a_file_too_large_or_of_a_refused_type_reaches_the_agent_as_a_link()
         ]
     );
     assert_eq!(running.observed(&Observation::FileSentAsLink), 2);
+}
+
+/// Sends the user's file of `size` bytes (hosted on the sandbox) and returns what the agent
+/// received for it.
+async fn user_sends_file(miaw: &Miaw, running: &Running, id: &str, size: usize) -> String {
+    let url = miaw
+        .host_file(
+            running.conversation,
+            "scan.pdf",
+            "application/pdf",
+            &vec![b'%'; size],
+        )
+        .await;
+    let before = miaw.user_texts(running.conversation).await.len();
+    running.send(Input::UserMessage(UserMessage {
+        id: BotMessageId::new(id).unwrap(),
+        text: String::new(),
+        attachments: vec![FileRef {
+            url: url.clone(),
+            name: "scan.pdf".to_owned(),
+            mime_type: Some("application/pdf".to_owned()),
+            size: None,
+        }],
+    }));
+    eventually(WAIT, "the agent got the file or its link", || async {
+        miaw.user_texts(running.conversation).await.len() > before
+    })
+    .await;
+    let received = miaw.user_texts(running.conversation).await.remove(before);
+    received.replace(&url, "URL")
+}
+
+const MIB: usize = 1024 * 1024;
+
+#[tokio::test]
+async fn s14_with_salesforces_limits_a_4_9_mib_file_uploads_and_a_5_1_mib_one_goes_as_a_link() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let running = with_agent(&miaw, driver::quick_config()).await;
+    let under = 49 * MIB / 10;
+    assert_eq!(
+        user_sends_file(&miaw, &running, "under", under).await,
+        "file:scan.pdf"
+    );
+    let over = 51 * MIB / 10;
+    assert_eq!(
+        user_sends_file(&miaw, &running, "over", over).await,
+        "scan.pdf: URL"
+    );
+    assert_eq!(running.observed(&Observation::FileSentAsLink), 1);
+}
+
+#[tokio::test]
+async fn s14_a_file_salesforce_refuses_with_413_after_upload_goes_as_a_link() {
+    // The bridge's own limit is above Salesforce's here, so the upload happens and
+    // Salesforce's 413 is what sends the link.
+    let sandbox = SandboxConfig {
+        max_file_bytes: 4 * MIB as u64,
+        ..SandboxConfig::default()
+    };
+    let miaw = Miaw::start_with(sandbox, |c| c.max_file_bytes = 8 * MIB as u64).await;
+    let mut config = driver::quick_config();
+    config.max_file_bytes = 8 * MIB as u64;
+    let running = with_agent(&miaw, config).await;
+    assert_eq!(
+        user_sends_file(&miaw, &running, "big", 4 * MIB + MIB / 2).await,
+        "scan.pdf: URL"
+    );
+    assert_eq!(running.observed(&Observation::FileSentAsLink), 1);
+}
+
+/// The user writes, Salesforce echoes and acknowledges it; returns the receipt events the Flow
+/// got, as (entry, the Flow's message id).
+async fn echo_and_receipt(
+    entry_ids: UserEntryIdentifier,
+) -> (Running, Vec<(String, Option<String>)>) {
+    let miaw = Miaw::start(SandboxConfig {
+        user_entry_identifier: entry_ids,
+        ..SandboxConfig::default()
+    })
+    .await;
+    let settings = HandoverSettings {
+        forward_events: true,
+        ..HandoverSettings::default()
+    };
+    let running = driver::start(
+        miaw.client.clone(),
+        driver::request(settings),
+        driver::quick_config(),
+    );
+    miaw.accept_when_created(running.conversation, "Jane", WAIT)
+        .await;
+    running.say("flow-1", "hello Jane");
+    eventually(WAIT, "the receipt reached the Flow", || async {
+        !receipts(&running).is_empty()
+    })
+    .await;
+    let receipts = receipts(&running);
+    (running, receipts)
+}
+
+fn receipts(running: &Running) -> Vec<(String, Option<String>)> {
+    running
+        .bot
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|d| match d {
+            BotDelivery::Inject(StatusUpdate {
+                status: HandoverStatus::Event(ProviderEvent::Delivered { entry, message }),
+                ..
+            }) => Some((
+                entry
+                    .as_ref()
+                    .map_or_else(String::new, |e| e.as_str().to_owned()),
+                message.as_ref().map(|m| m.as_str().to_owned()),
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn s10_the_bridges_echo_is_recognised_by_the_entry_identifier_and_its_receipt_names_the_flows_message()
+ {
+    let (running, receipts) = echo_and_receipt(UserEntryIdentifier::MessageId).await;
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].1.as_deref(), Some("flow-1"));
+    assert_eq!(
+        running.observed(&Observation::OwnEcho {
+            by: EchoMatch::Identifier
+        }),
+        1
+    );
+    assert!(
+        running.bot.texts().is_empty(),
+        "the echo never reaches the user"
+    );
+}
+
+#[tokio::test]
+async fn s10_the_bridges_echo_is_recognised_by_abstract_message_id_when_the_entry_has_its_own() {
+    let (running, receipts) = echo_and_receipt(UserEntryIdentifier::Generated).await;
+    assert_eq!(receipts.len(), 1);
+    assert_eq!(receipts[0].1.as_deref(), Some("flow-1"));
+    assert_eq!(
+        running.observed(&Observation::OwnEcho {
+            by: EchoMatch::MessageId
+        }),
+        1
+    );
+    assert!(
+        running.bot.texts().is_empty(),
+        "the echo never reaches the user"
+    );
+}
+
+fn agent_messages(running: &Running) -> Vec<AgentMessage> {
+    running
+        .bot
+        .delivered
+        .lock()
+        .unwrap()
+        .iter()
+        .filter_map(|d| match d {
+            BotDelivery::Notify(Notification::Agent(message)) => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn s18_a_salesforce_bot_joins_types_and_speaks_by_name_and_is_not_an_agent() {
+    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let running = driver::start(
+        miaw.client.clone(),
+        driver::request(HandoverSettings::default()),
+        driver::quick_config(),
+    );
+    eventually(WAIT, "the conversation exists", || async {
+        miaw.conversation(running.conversation).await["conversationId"].is_string()
+    })
+    .await;
+    let bot = json!({ "agent": "Einstein", "role": "Chatbot" });
+    miaw.act(running.conversation, "accept", bot).await;
+    miaw.act(
+        running.conversation,
+        "typing",
+        json!({ "on": true, "role": "Chatbot" }),
+    )
+    .await;
+    miaw.act(
+        running.conversation,
+        "messages",
+        json!({ "text": "How can I help?", "role": "Chatbot" }),
+    )
+    .await;
+    eventually(WAIT, "the bot's words reached the user", || async {
+        !running.bot.texts().is_empty()
+    })
+    .await;
+    let said = agent_messages(&running);
+    assert_eq!(said.len(), 1);
+    assert_eq!(said[0].role, Role::Chatbot);
+    assert_eq!(said[0].sender_name.as_deref(), Some("Einstein"));
+    assert!(
+        running
+            .bot
+            .delivered
+            .lock()
+            .unwrap()
+            .contains(&BotDelivery::Typing { on: true }),
+        "the bot's typing is shown"
+    );
+    assert!(
+        !running.bot.active(),
+        "a bot joining is not an agent joining"
+    );
+    assert_ne!(running.status.lock().unwrap().0, Phase::WithAgent);
+
+    // A person takes over from the bot: now the Flow hears `active`, with the agent's name.
+    miaw.act(running.conversation, "accept", json!({ "agent": "Jane" }))
+        .await;
+    eventually(WAIT, "the Flow knows the agent is there", || async {
+        running.bot.active()
+    })
+    .await;
+    let named = running.bot.delivered.lock().unwrap().iter().any(|d| {
+        matches!(d, BotDelivery::Inject(StatusUpdate { status: HandoverStatus::Active { agent_name }, .. })
+            if agent_name.as_deref() == Some("Jane"))
+    });
+    assert!(named);
+}
+
+/// Agent messages across stream drops with no event id to resume from, under one reading of
+/// what Salesforce replays without `Last-Event-Id`.
+async fn reconnect_without_an_event_id(replay: Replay) {
+    let miaw = Miaw::start(SandboxConfig {
+        replay_without_last_event_id: replay,
+        ..SandboxConfig::default()
+    })
+    .await;
+    // No `lastEventId` with the token and no `id:` on events: every connect goes without
+    // `Last-Event-Id`.
+    miaw.faults(json!({ "omit_event_ids": true })).await;
+    let running = with_agent(&miaw, driver::quick_config()).await;
+    miaw.faults(json!({ "omit_event_ids": true, "drop_after_events": 2 }))
+        .await;
+    let sent = texts("agent ", 12);
+    for text in &sent {
+        agent_says(&miaw, &running, text).await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    eventually(WAIT, "every message arrived", || async {
+        running.bot.texts().len() >= sent.len()
+    })
+    .await;
+    // Give stragglers (a replay, a backfill) the chance to show up twice.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(running.bot.texts(), sent, "{replay:?}");
+    let reconnects = running.observed(&Observation::StreamReconnect {
+        reason: ReconnectReason::Dropped,
+    });
+    assert!(
+        reconnects >= 3,
+        "the stream dropped and came back: {reconnects}"
+    );
+}
+
+#[tokio::test]
+async fn s37_a_reconnect_without_an_event_id_loses_nothing_when_only_new_events_follow() {
+    reconnect_without_an_event_id(Replay::New).await;
+}
+
+#[tokio::test]
+async fn s37_a_reconnect_without_an_event_id_loses_nothing_when_everything_is_replayed() {
+    reconnect_without_an_event_id(Replay::All).await;
 }
 
 #[tokio::test]

@@ -733,7 +733,8 @@ fn customer_entry(
 }
 
 fn receipts(sim: &Sim) -> Vec<(String, Option<String>)> {
-    sim.bot.statuses()
+    sim.bot
+        .statuses()
         .into_iter()
         .filter_map(|status| match status {
             HandoverStatus::Event(

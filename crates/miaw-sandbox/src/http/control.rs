@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, Query};
+use axum::extract::{DefaultBodyLimit, Path, Query};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
@@ -53,7 +53,12 @@ pub(super) fn routes() -> Router<Arc<Shared>> {
         .route("/control/tokens", get(tokens))
         .route("/control/timings", get(timings))
         .route("/control/streams", get(streams))
+        // An agent's files travel as base64 in JSON: room for a few over the customer's limit.
+        .layer(DefaultBodyLimit::max(CONTROL_BODY_LIMIT))
 }
+
+/// The largest control request: 32 MiB.
+const CONTROL_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 async fn console() -> Response {
     (
