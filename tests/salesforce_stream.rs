@@ -14,9 +14,19 @@ use handover_core::*;
 use handover_salesforce::{
     EntryWindow, HttpSettings, HttpVersion, MiawClient, MiawConfig, Transport,
 };
-use miaw_sandbox::SandboxConfig;
+use miaw_sandbox::{Replay, SandboxConfig};
 use serde_json::json;
 use support::Miaw;
+
+/// A sandbox whose streams opened without `Last-Event-Id` replay the subject's history: these
+/// tests read a conversation from its start. (The default, only new events, is tested in
+/// `salesforce_session.rs` and the sandbox's own tests.)
+fn replaying() -> SandboxConfig {
+    SandboxConfig {
+        replay_without_last_event_id: Replay::All,
+        ..SandboxConfig::default()
+    }
+}
 
 async fn setup(miaw: &Miaw) -> (AccessToken, ConversationId) {
     miaw.guest_conversation(&RoutingAttributes::new()).await
@@ -44,7 +54,7 @@ async fn read(
 
 #[tokio::test]
 async fn sandbox_events_decode_into_the_cores_types() {
-    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let miaw = Miaw::start(replaying()).await;
     let (token, conversation) = setup(&miaw).await;
     let mut stream = miaw.client.connect(&token, None).await.unwrap();
     miaw.act(conversation, "queue", json!({ "position": 2 }))
@@ -162,7 +172,7 @@ async fn read_with_reconnects(
 
 #[tokio::test]
 async fn a_stream_dropped_every_few_events_resumes_with_last_event_id_and_loses_nothing() {
-    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let miaw = Miaw::start(replaying()).await;
     let (token, conversation) = setup(&miaw).await;
     miaw.act(conversation, "accept", json!({})).await;
     for i in 0..40 {
@@ -184,7 +194,7 @@ async fn a_stream_dropped_every_few_events_resumes_with_last_event_id_and_loses_
 
 #[tokio::test]
 async fn garbled_framing_still_yields_whole_events() {
-    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let miaw = Miaw::start(replaying()).await;
     let (token, conversation) = setup(&miaw).await;
     miaw.act(conversation, "accept", json!({})).await;
     miaw.act(
@@ -220,7 +230,7 @@ async fn a_thousand_streams_with_drops_lose_and_duplicate_nothing() {
     const MESSAGES: usize = 5;
     let config = SandboxConfig {
         token_requests_per_minute: 10_000,
-        ..SandboxConfig::default()
+        ..replaying()
     };
     let miaw = Miaw::start(config).await;
     let mut subjects = Vec::new();
@@ -326,7 +336,7 @@ async fn each_stream_gets_its_own_message(
 
 #[tokio::test]
 async fn event_streams_over_http2_share_connections_and_each_keeps_its_own_events() {
-    let miaw = Miaw::start(SandboxConfig::default()).await;
+    let miaw = Miaw::start(replaying()).await;
     let (client, transport) = http2_client(&miaw, 4, Duration::from_secs(5));
     let mut subjects = Vec::new();
     for _ in 0..10 {
@@ -353,7 +363,7 @@ async fn a_server_taking_fewer_http2_streams_than_wanted_costs_a_slow_open_per_c
     // The sandbox takes 3 streams a connection; the client would put 5 on one.
     let miaw = Miaw::start(SandboxConfig {
         http2_max_concurrent_streams: Some(3),
-        ..SandboxConfig::default()
+        ..replaying()
     })
     .await;
     let (client, transport) = http2_client(&miaw, 5, Duration::from_secs(1));
