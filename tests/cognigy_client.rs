@@ -47,6 +47,8 @@ impl Stack {
         CognigyClient::new(ClientConfig {
             agent_avatar_url: Some("https://cdn.example/agent.png".to_owned()),
             request_timeout: Duration::from_secs(2),
+            // The sandbox is on loopback: listed by address.
+            endpoint_hosts: handover_cognigy::endpoint_policy(&["127.0.0.1"]),
             ..ClientConfig::default()
         })
         .unwrap()

@@ -32,7 +32,11 @@ impl Bridge {
         .unwrap();
         let service = LocalHandovers::new(
             miaw.client.clone(),
-            CognigyClient::new(ClientConfig::default()).unwrap(),
+            CognigyClient::new(ClientConfig {
+                endpoint_hosts: handover_cognigy::endpoint_policy(&["127.0.0.1"]),
+                ..ClientConfig::default()
+            })
+            .unwrap(),
             super::driver::quick_config(),
         );
         let config = ApiConfig {
@@ -40,6 +44,7 @@ impl Bridge {
                 ApiKey::new("tests", KEY).unwrap(),
                 ApiKey::admin("admin", ADMIN_KEY).unwrap(),
             ],
+            endpoint_hosts: handover_cognigy::endpoint_policy(&["127.0.0.1"]),
             ..ApiConfig::default()
         };
         let router = api::router(service, config);

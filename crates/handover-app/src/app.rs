@@ -85,7 +85,6 @@ impl App {
             Lists::Memory(store) => store.clone(),
             Lists::Sql(store) => store.clone(),
         };
-        let http = reqwest_client()?;
         let http_settings = config.http_settings();
         let streams_per_socket = http_settings.streams_per_socket();
         let transport = Transport::new(http_settings)
@@ -137,7 +136,10 @@ impl App {
             .clone()
             .or_else(|| deployments.keys().next().cloned())
             .context("salesforce.deployments: no deployment is configured")?;
-        let bot = Arc::new(CognigyClient::with_http(config.cognigy_config(), http));
+        // Its own pool: its connections go only where `cognigy.endpoint_hosts` allows.
+        let bot = Arc::new(
+            CognigyClient::new(config.cognigy_config()).context("building the Cognigy client")?,
+        );
         let metrics = Metrics::new();
         let lease_ttl = Duration::from_secs(config.store.lease_ttl_secs);
         let owner = config
@@ -179,6 +181,8 @@ impl App {
             ApiConfig {
                 keys,
                 max_body_bytes: config.api.max_body_bytes,
+                max_message_chars: config.api.max_message_chars,
+                endpoint_hosts: config.cognigy_config().endpoint_hosts,
                 ..ApiConfig::default()
             },
         );
@@ -408,14 +412,6 @@ pub fn max_live_handovers(
             usize::MAX
         }
     }
-}
-
-fn reqwest_client() -> anyhow::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")))
-        .connect_timeout(Duration::from_secs(5))
-        .build()
-        .context("building the HTTP client")
 }
 
 /// 16 random hex digits.

@@ -131,6 +131,8 @@ pub struct ApiSection {
     pub keys: Vec<ApiKeyEntry>,
     /// The largest request body.
     pub max_body_bytes: usize,
+    /// The longest user message, in characters; longer ones get 413.
+    pub max_message_chars: usize,
     /// The most handovers this instance drives at once; unset, it follows from the
     /// open-file limit (see [`crate::app::max_live_handovers`]).
     pub max_live_handovers: Option<usize>,
@@ -141,6 +143,7 @@ impl Default for ApiSection {
         Self {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
+            max_message_chars: handover_cognigy::api::ApiConfig::default().max_message_chars,
             max_live_handovers: None,
         }
     }
@@ -161,6 +164,10 @@ pub struct CognigySection {
     pub agent_avatar_url: Option<String>,
     /// Notify and Inject calls give up after this long, in milliseconds.
     pub request_timeout_ms: u64,
+    /// Hosts a start's `endpointUrl` may name, where Notify and Inject go: names, addresses,
+    /// or `*.` and a domain. A host reached through a wildcard must resolve to public
+    /// addresses only; one listed by name may be on a private network.
+    pub endpoint_hosts: Vec<String>,
 }
 
 impl Default for CognigySection {
@@ -171,6 +178,9 @@ impl Default for CognigySection {
             legacy_api_key: Secret::default(),
             agent_avatar_url: None,
             request_timeout_ms: 5000,
+            endpoint_hosts: handover_cognigy::COGNIGY_SAAS_ENDPOINT_HOSTS
+                .map(str::to_owned)
+                .to_vec(),
         }
     }
 }
@@ -241,6 +251,8 @@ pub struct SalesforceSection {
     /// How long an entry from the stream may wait for the listing that puts it in order, in
     /// milliseconds (0: relay every entry as it arrives).
     pub stream_hold_ms: u64,
+    /// The longest transcript sent to the agent, in characters (the newest turns are kept).
+    pub max_transcript_chars: usize,
     /// The stream watchdog, in seconds.
     pub stream_watchdog_secs: u64,
     /// REST calls give up after this long, in milliseconds.
@@ -268,6 +280,7 @@ impl Default for SalesforceSection {
             safety_poll_secs: core.safety_poll_interval.as_secs(),
             safety_poll_with_agent_secs: core.safety_poll_with_agent.as_secs(),
             stream_hold_ms: u64::try_from(core.stream_hold.as_millis()).unwrap_or(u64::MAX),
+            max_transcript_chars: core.max_transcript_chars,
             stream_watchdog_secs: core.stream_watchdog.as_secs(),
             request_timeout_ms: 10_000,
             token_requests_per_minute: 180,
@@ -450,13 +463,22 @@ impl Config {
         self.http_settings()
             .validated()
             .map_err(|error| invalid(format!("salesforce.{}", error.field), error.problem))?;
+        if self.cognigy.endpoint_hosts.is_empty() {
+            return Err(invalid(
+                "cognigy.endpoint_hosts",
+                "must name at least one host: Notify and Inject could go nowhere",
+            ));
+        }
+        for (index, host) in self.cognigy.endpoint_hosts.iter().enumerate() {
+            if !handover_egress::is_host_pattern(host) {
+                return Err(invalid(
+                    format!("cognigy.endpoint_hosts[{index}]"),
+                    "must be a host name, an address, or `*.` and a domain (no scheme, port or path)",
+                ));
+            }
+        }
         for (index, host) in self.attachments.allowed_hosts.iter().enumerate() {
-            let name = host.strip_prefix("*.").unwrap_or(host);
-            let plain = !name.is_empty()
-                && name
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
-            if !plain {
+            if !handover_egress::is_host_pattern(host) {
                 return Err(invalid(
                     format!("attachments.allowed_hosts[{index}]"),
                     "must be a host name, an address, or `*.` and a domain (no scheme, port or path)",
@@ -548,6 +570,9 @@ impl Config {
                 format!("names {default:?}, which is not among salesforce.deployments"),
             ));
         }
+        if self.api.max_message_chars == 0 {
+            return Err(invalid("api.max_message_chars", "must be at least 1"));
+        }
         self.session_config()
             .validate()
             .map_err(|error| invalid(format!("salesforce ({})", error.field), error.problem))?;
@@ -564,6 +589,7 @@ impl Config {
             safety_poll_interval: Duration::from_secs(salesforce.safety_poll_secs),
             safety_poll_with_agent: Duration::from_secs(salesforce.safety_poll_with_agent_secs),
             stream_hold: Duration::from_millis(salesforce.stream_hold_ms),
+            max_transcript_chars: salesforce.max_transcript_chars,
             stream_watchdog: Duration::from_secs(salesforce.stream_watchdog_secs),
             ..SessionConfig::default()
         }
@@ -590,6 +616,7 @@ impl Config {
             },
             request_timeout: Duration::from_millis(self.cognigy.request_timeout_ms),
             agent_avatar_url: self.cognigy.agent_avatar_url.clone(),
+            endpoint_hosts: handover_cognigy::endpoint_policy(&self.cognigy.endpoint_hosts),
         }
     }
 

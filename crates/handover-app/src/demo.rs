@@ -109,6 +109,11 @@ pub async fn start(listen: SocketAddr, data_dir: PathBuf) -> anyhow::Result<Demo
             allow_private_addresses: true,
             ..crate::config::AttachmentsSection::default()
         },
+        // Its Cognigy is the sandbox, on loopback: listed by address.
+        cognigy: crate::config::CognigySection {
+            endpoint_hosts: vec!["127.0.0.1".to_owned()],
+            ..crate::config::CognigySection::default()
+        },
         ..Config::default()
     };
     config.validate().context("the demo's configuration")?;

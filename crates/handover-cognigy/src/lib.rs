@@ -21,5 +21,8 @@ mod notify;
 mod outbound;
 mod service;
 
-pub use notify::{CognigyClient, CognigyConfig, EndpointRoutes};
+pub use handover_egress::EgressPolicy;
+pub use notify::{
+    COGNIGY_SAAS_ENDPOINT_HOSTS, CognigyClient, CognigyConfig, EndpointRoutes, endpoint_policy,
+};
 pub use service::{HandoverView, Handovers, ListFilter, NewHandover, ServiceError};

@@ -8,6 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use handover_core::ports::{BotAddress, BotPort};
 use handover_core::{BotDelivery, DeliveryFailure};
+use handover_egress::EgressPolicy;
 use reqwest::{StatusCode, Url};
 use serde_json::Value;
 
@@ -53,6 +54,25 @@ pub struct CognigyConfig {
     /// An avatar for human agents' messages (`data._webchat.agentAvatarOverrideUrl`): Notify
     /// outputs otherwise show the bot's avatar.
     pub agent_avatar_url: Option<String>,
+    /// Where Notify and Inject may go ([`endpoint_policy`] by default: Cognigy's SaaS
+    /// domains, on public addresses). A start's `endpointUrl` is bot-side input; without this
+    /// any API-key holder could aim the bridge's POSTs at an internal address.
+    pub endpoint_hosts: EgressPolicy,
+}
+
+/// Cognigy's SaaS Endpoint domains: `endpoint-<environment>.cognigy.ai` (trial, app, app-us
+/// and the regional ones) and `endpoint-<company>.cognigy.cloud` for dedicated SaaS.
+pub const COGNIGY_SAAS_ENDPOINT_HOSTS: [&str; 2] = ["*.cognigy.ai", "*.cognigy.cloud"];
+
+/// A Notify/Inject policy for `hosts`: a host must match one of them; a host named exactly
+/// (not through a `*.` wildcard) may be on a private address, every other one must resolve to
+/// public addresses only.
+pub fn endpoint_policy(hosts: &[impl AsRef<str>]) -> EgressPolicy {
+    EgressPolicy {
+        allowed_hosts: hosts.iter().map(|h| h.as_ref().to_owned()).collect(),
+        allow_private_addresses: false,
+        trust_listed_hosts: true,
+    }
 }
 
 impl Default for CognigyConfig {
@@ -61,6 +81,7 @@ impl Default for CognigyConfig {
             routes: EndpointRoutes::Endpoint,
             request_timeout: Duration::from_secs(5),
             agent_avatar_url: None,
+            endpoint_hosts: endpoint_policy(&COGNIGY_SAAS_ENDPOINT_HOSTS),
         }
     }
 }
@@ -88,15 +109,20 @@ impl fmt::Debug for CognigyClient {
 }
 
 impl CognigyClient {
-    /// A client with its own connection pool.
+    /// A client with its own connection pool, which connects only to addresses the
+    /// configuration's `endpoint_hosts` allow (checked on the addresses actually resolved).
     pub fn new(config: CognigyConfig) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(5))
+            .dns_resolver(config.endpoint_hosts.resolver(true))
             .build()?;
         Ok(Self::with_http(config, http))
     }
 
-    /// A client sharing `http`'s connection pool.
+    /// A client sharing `http`'s connection pool. URLs are still checked against
+    /// `endpoint_hosts`, but the addresses a name resolves to only by a client from
+    /// [`Self::new`].
     pub fn with_http(config: CognigyConfig, http: reqwest::Client) -> Self {
         let render = Render {
             agent_avatar_url: config.agent_avatar_url.clone(),
@@ -127,6 +153,14 @@ impl CognigyClient {
             EndpointRoutes::Endpoint => {
                 let mut url =
                     Url::parse(&address.endpoint_url).map_err(|_| invalid("Endpoint URL"))?;
+                self.inner
+                    .config
+                    .endpoint_hosts
+                    .check(&url)
+                    .map_err(|refused| DeliveryFailure::Rejected {
+                        status: 0,
+                        message: format!("the Endpoint URL is not allowed: {refused}"),
+                    })?;
                 url.path_segments_mut()
                     .map_err(|()| invalid("Endpoint URL"))?
                     .pop_if_empty()

@@ -186,7 +186,7 @@ impl Api {
                 ApiKey::admin("ops", ADMIN_KEY).unwrap(),
             ],
             max_body_bytes: 64 * 1024,
-            ..ApiConfig::default()
+            ..test_config()
         })
         .await
     }
@@ -243,6 +243,15 @@ impl Api {
         let (status, answer) = self.post("/v1/handovers", body).await;
         assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
         answer["handoverId"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The defaults, with the Endpoint host of `minimal()` listed by name: the tests run without
+/// DNS, and Cognigy's default `*.cognigy.ai` needs the name resolved to public addresses.
+fn test_config() -> ApiConfig {
+    ApiConfig {
+        endpoint_hosts: handover_cognigy::endpoint_policy(&["endpoint-trial.cognigy.ai"]),
+        ..ApiConfig::default()
     }
 }
 
@@ -893,4 +902,244 @@ async fn the_openapi_document_describes_every_route_the_server_serves() {
         (status, error(&answer).0.as_str()),
         (StatusCode::NOT_FOUND, "no_route")
     );
+}
+
+#[tokio::test]
+async fn s44_input_edges_non_object_bodies_405_and_long_texts_get_the_apis_json_errors() {
+    let api = Api::start_with(ApiConfig {
+        keys: vec![ApiKey::new("flow", FLOW_KEY).unwrap()],
+        max_message_chars: 100,
+        ..test_config()
+    })
+    .await;
+    // serde would take an array as the fields in order; a body is an object.
+    let positional = json!([
+        "user-1",
+        "session-1",
+        "url-token",
+        "https://endpoint-trial.cognigy.ai/"
+    ]);
+    for body in [
+        positional.to_string(),
+        "\"text\"".to_owned(),
+        "42".to_owned(),
+        "null".to_owned(),
+    ] {
+        let (status, answer) = api
+            .call(
+                reqwest::Method::POST,
+                "/v1/handovers",
+                Some(FLOW_KEY),
+                Some(body.clone()),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(error(&answer).0, "invalid_json", "{body}");
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("must be a JSON object"),
+            "{answer}"
+        );
+    }
+    assert_eq!(api.fake.count(), 0, "nothing was started");
+
+    // A method the route does not take: 405 in the API's JSON shape.
+    let (status, answer) = api
+        .call(
+            reqwest::Method::DELETE,
+            "/v1/handovers",
+            Some(FLOW_KEY),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(error(&answer).0, "method_not_allowed");
+
+    // The longest user text is a setting; one character more is 413 naming it.
+    let id = api.start_handover(minimal()).await;
+    let path = format!("/v1/handovers/{id}/messages");
+    let (status, _) = api
+        .post(&path, json!({ "messageId": "m1", "text": "é".repeat(100) }))
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, answer) = api
+        .post(&path, json!({ "messageId": "m2", "text": "é".repeat(101) }))
+        .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        error(&answer),
+        ("text_too_long".to_owned(), Some("text".to_owned()))
+    );
+    assert!(answer["error"]["message"].as_str().unwrap().contains("100"));
+    assert_eq!(
+        api.fake.inputs(&id).len(),
+        1,
+        "the one message within the limit"
+    );
+}
+
+/// Every key of `body` (recursively through objects) is a property of the schema it lands in.
+fn undocumented_keys(document: &Value, schema: &Value, body: &Value, at: &str) -> Vec<String> {
+    let schema = match schema["$ref"].as_str() {
+        Some(reference) => {
+            let name = reference.rsplit('/').next().unwrap();
+            &document["components"]["schemas"][name]
+        }
+        None => schema,
+    };
+    let Some(fields) = body.as_object() else {
+        return Vec::new();
+    };
+    if schema["properties"].is_null() {
+        // A free-form object (routing attributes).
+        return Vec::new();
+    }
+    let mut missing = Vec::new();
+    for (key, value) in fields {
+        let property = &schema["properties"][key];
+        if property.is_null() {
+            if schema["additionalProperties"] != json!(true)
+                && !schema["additionalProperties"].is_object()
+            {
+                missing.push(format!("{at}.{key}"));
+            }
+            continue;
+        }
+        // An optional field is `oneOf: [null, X]` or a plain X.
+        let inner = property["oneOf"]
+            .as_array()
+            .and_then(|options| options.iter().find(|o| o["type"] != "null"))
+            .unwrap_or(property);
+        let inner = if inner["type"] == "array" {
+            &inner["items"]
+        } else {
+            inner
+        };
+        let values: Vec<&Value> = match value {
+            Value::Array(items) => items.iter().collect(),
+            other => vec![other],
+        };
+        for value in values {
+            missing.extend(undocumented_keys(
+                document,
+                inner,
+                value,
+                &format!("{at}.{key}"),
+            ));
+        }
+    }
+    missing
+}
+
+#[tokio::test]
+async fn the_openapi_schema_names_every_field_the_start_handler_accepts() {
+    let api = Api::start().await;
+    let full = with(
+        minimal(),
+        json!({
+            "requestId": "r1",
+            "deployment": "main",
+            "locale": "en-US",
+            "copilotBaseUrl": "ai-copilot-trial.cognigy.ai",
+            "transcript": [{ "role": "user", "text": "hi" }, { "role": "bot", "text": "hello" }],
+            "settings": {
+                "sendTranscript": true,
+                "routingAttributes": { "issueType": "Billing" },
+                "identityToken": "eyJ.identity.token",
+                "userConnectsMessage": true,
+                "userDisconnectsMessage": true,
+                "endChatWhenAgentLeaves": false,
+                "agentChangeNotification": false,
+                "queue": {
+                    "position": true,
+                    "estimatedWaitTime": true,
+                    "alternative": { "maxPosition": 5, "maxEstimatedWaitTimeMs": 600000, "text": "Busy" },
+                },
+                "forwardEvents": false,
+                "forwardWhileQueued": true,
+            },
+        }),
+    );
+    // The handler takes it (so every key is one it knows)...
+    let (status, answer) = api.post("/v1/handovers", full.clone()).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // ...and the document names every one of them.
+    let document = serde_json::to_value(api::openapi()).unwrap();
+    let start = json!({ "$ref": "#/components/schemas/StartBody" });
+    assert_eq!(
+        undocumented_keys(&document, &start, &full, "body"),
+        Vec::<String>::new()
+    );
+    let (started, _) = api.fake.only();
+    assert!(started.request.settings.identity_token.is_some());
+}
+
+#[tokio::test]
+async fn s44_an_endpoint_url_off_the_allow_list_or_on_a_private_address_is_refused() {
+    // Production's defaults: Cognigy's SaaS domains, public addresses only.
+    let api = Api::start_with(ApiConfig {
+        keys: vec![ApiKey::new("flow", FLOW_KEY).unwrap()],
+        ..ApiConfig::default()
+    })
+    .await;
+    for endpoint in [
+        "http://127.0.0.1:9000",
+        "http://10.0.0.1",
+        "http://169.254.169.254/latest",
+        "https://evil.example",
+        "https://cognigy.ai.evil.example",
+    ] {
+        let (status, answer) = api
+            .post(
+                "/v1/handovers",
+                with(minimal(), json!({ "endpointUrl": endpoint })),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{endpoint}: {answer}");
+        assert_eq!(
+            error(&answer),
+            ("invalid_field".to_owned(), Some("endpointUrl".to_owned())),
+            "{endpoint}"
+        );
+        assert!(
+            answer["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("cognigy.endpoint_hosts"),
+            "{answer}"
+        );
+    }
+    assert_eq!(api.fake.count(), 0, "nothing was stored");
+
+    // Any host allowed, but a name that resolves to loopback is refused all the same.
+    let open = Api::start_with(ApiConfig {
+        keys: vec![ApiKey::new("flow", FLOW_KEY).unwrap()],
+        endpoint_hosts: handover_cognigy::EgressPolicy::default(),
+        ..ApiConfig::default()
+    })
+    .await;
+    let (status, answer) = open
+        .post(
+            "/v1/handovers",
+            with(minimal(), json!({ "endpointUrl": "http://localhost:9000" })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(open.fake.count(), 0);
+
+    // A host listed by name may be on a private network: the operator said so.
+    let listed = Api::start_with(ApiConfig {
+        keys: vec![ApiKey::new("flow", FLOW_KEY).unwrap()],
+        endpoint_hosts: handover_cognigy::endpoint_policy(&["localhost", "*.cognigy.ai"]),
+        ..ApiConfig::default()
+    })
+    .await;
+    listed
+        .start_handover(with(
+            minimal(),
+            json!({ "endpointUrl": "http://localhost:9000" }),
+        ))
+        .await;
 }

@@ -339,6 +339,10 @@ pub struct SessionConfig {
     /// Longest text message toward Salesforce, in characters; longer transcripts and user
     /// messages are split (3000).
     pub max_message_chars: usize,
+    /// Longest transcript sent to the agent, in characters (16,000: a few messages). A longer
+    /// one keeps its newest turns, after a line that says how much was left out.
+    #[cfg_attr(feature = "serde", serde(default = "default_max_transcript_chars"))]
+    pub max_transcript_chars: usize,
     /// Largest file uploaded to Salesforce; larger ones go as a link (5 MB).
     pub max_file_bytes: u64,
     /// The user's typing indicator stops after this long without typing (5 s).
@@ -366,6 +370,10 @@ fn default_safety_poll_with_agent() -> Duration {
     Duration::from_secs(30)
 }
 
+fn default_max_transcript_chars() -> usize {
+    16_000
+}
+
 fn default_stream_hold() -> Duration {
     Duration::from_secs(5)
 }
@@ -390,6 +398,7 @@ impl Default for SessionConfig {
             pacing_max_messages: 22,
             pacing_window: Duration::from_secs(60),
             max_message_chars: 3000,
+            max_transcript_chars: default_max_transcript_chars(),
             max_file_bytes: 5 * 1024 * 1024,
             typing_idle: Duration::from_secs(5),
             retry: RetryPolicy {
@@ -433,6 +442,9 @@ impl SessionConfig {
         }
         if self.max_message_chars == 0 {
             return fail("max_message_chars", "must be at least 1");
+        }
+        if self.max_transcript_chars < 100 {
+            return fail("max_transcript_chars", "must be at least 100");
         }
         if self.safety_poll_interval.is_zero() {
             return fail("safety_poll_interval", "must be longer than zero");

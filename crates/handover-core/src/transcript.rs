@@ -59,6 +59,29 @@ pub fn render(turns: &[TranscriptTurn]) -> String {
     out
 }
 
+/// [`render`], keeping the newest turns within `max_chars` characters: when the whole is
+/// longer, it starts at a line boundary with a line saying how many characters were left out.
+/// The result never exceeds `max_chars` plus that line.
+pub fn render_capped(turns: &[TranscriptTurn], max_chars: usize) -> String {
+    let text = render(turns);
+    let total = text.chars().count();
+    if total <= max_chars {
+        return text;
+    }
+    // The newest `max_chars` characters, from the first line break among them if there is one.
+    let start = text
+        .char_indices()
+        .nth(total - max_chars)
+        .map_or(text.len(), |(index, _)| index);
+    let tail = &text[start..];
+    let tail = match tail.find('\n') {
+        Some(newline) if newline + 1 < tail.len() => &tail[newline + 1..],
+        _ => tail,
+    };
+    let left_out = total - tail.chars().count();
+    format!("[{left_out} earlier characters of the conversation left out]\n{tail}")
+}
+
 /// Splits `text` into chunks of at most `max_chars` characters (Unicode scalar values).
 ///
 /// - The chunks concatenate back to `text` exactly.
@@ -121,6 +144,31 @@ mod tests {
         assert_eq!(split("äöü€", 2), vec!["äö", "ü€"]);
         // A line break early in the window is not worth a whole message.
         assert_eq!(split("a\nbcdefghij", 6), vec!["a\nbcde", "fghij"]);
+    }
+
+    #[test]
+    fn a_long_transcript_keeps_its_newest_whole_lines() {
+        let turns: Vec<TranscriptTurn> = (0..100)
+            .map(|i| TranscriptTurn::user(format!("line {i:03}")))
+            .collect();
+        let whole = render(&turns);
+        assert_eq!(render_capped(&turns, whole.chars().count()), whole);
+        let capped = render_capped(&turns, 60);
+        let mut lines = capped.lines();
+        let marker = lines.next().expect("a marker line");
+        let kept: Vec<&str> = lines.collect();
+        assert!(kept.len() >= 3 && kept.len() <= 5, "{kept:?}");
+        assert_eq!(kept.last(), Some(&"Customer: line 099"));
+        assert!(kept.iter().all(|line| line.starts_with("Customer: line ")));
+        let left_out = whole.chars().count() - kept.join("\n").chars().count();
+        assert_eq!(
+            marker,
+            format!("[{left_out} earlier characters of the conversation left out]")
+        );
+        // A single line longer than the cap is cut inside.
+        let one = [TranscriptTurn::bot("x".repeat(500))];
+        let capped = render_capped(&one, 100);
+        assert!(capped.ends_with(&"x".repeat(100)));
     }
 
     #[test]

@@ -274,6 +274,9 @@ pub(crate) async fn bridge(
     writeln!(toml, "name = \"ops\"")?;
     writeln!(toml, "key = {:?}", settings.admin_key)?;
     writeln!(toml, "admin = true")?;
+    // The Cognigy sandbox is on loopback: listed by address, or starts would be refused.
+    writeln!(toml, "[cognigy]")?;
+    writeln!(toml, "endpoint_hosts = [\"127.0.0.1\"]")?;
     writeln!(toml, "[log]")?;
     writeln!(toml, "format = \"json\"")?;
     writeln!(toml, "level = {:?}", settings.log_level)?;

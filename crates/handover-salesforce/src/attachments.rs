@@ -8,12 +8,10 @@
 //! on the addresses actually connected to, so a name that resolves to `127.0.0.1` (or changes
 //! its answer between check and use) is refused too.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::Duration;
 
+use handover_egress::{EgressPolicy, Refused};
 use reqwest::Url;
-use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
 /// The rules for fetching attachments.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -64,27 +62,20 @@ impl AttachmentPolicy {
     /// Checks one hop: scheme, allow-list, and an address literal's range. Names are checked
     /// for their addresses when they are resolved.
     pub fn check(&self, url: &Url) -> Result<(), AttachmentRefused> {
-        match url.scheme() {
-            "http" | "https" => {}
-            other => return Err(AttachmentRefused::Scheme(other.to_owned())),
+        self.egress().check(url).map_err(|refused| match refused {
+            Refused::Scheme(scheme) => AttachmentRefused::Scheme(scheme),
+            Refused::Invalid => AttachmentRefused::Invalid,
+            Refused::HostNotAllowed(host) => AttachmentRefused::HostNotAllowed(host),
+            Refused::PrivateAddress(host) => AttachmentRefused::PrivateAddress(host),
+        })
+    }
+
+    fn egress(&self) -> EgressPolicy {
+        EgressPolicy {
+            allowed_hosts: self.allowed_hosts.clone(),
+            allow_private_addresses: self.allow_private_addresses,
+            trust_listed_hosts: false,
         }
-        let host = url.host_str().ok_or(AttachmentRefused::Invalid)?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        if !self.allowed_hosts.is_empty()
-            && !self
-                .allowed_hosts
-                .iter()
-                .any(|pattern| host_matches(pattern, bare))
-        {
-            return Err(AttachmentRefused::HostNotAllowed(bare.to_owned()));
-        }
-        if !self.allow_private_addresses
-            && let Ok(ip) = bare.parse::<IpAddr>()
-            && !is_public(ip)
-        {
-            return Err(AttachmentRefused::PrivateAddress(bare.to_owned()));
-        }
-        Ok(())
     }
 
     /// An HTTP client that applies the policy to every redirect and, unless private addresses
@@ -105,92 +96,9 @@ impl AttachmentPolicy {
             .redirect(redirects)
             .user_agent(concat!("handover-bridge/", env!("CARGO_PKG_VERSION")));
         if !self.allow_private_addresses {
-            builder = builder.dns_resolver(Arc::new(PublicOnly));
+            builder = builder.dns_resolver(self.egress().resolver(false));
         }
         builder.build()
-    }
-}
-
-/// `*.example.com` matches any subdomain of example.com; anything else matches itself.
-/// Case-insensitive, as host names are.
-fn host_matches(pattern: &str, host: &str) -> bool {
-    let pattern = pattern.trim().trim_end_matches('.').to_ascii_lowercase();
-    let host = host.trim_end_matches('.').to_ascii_lowercase();
-    match pattern.strip_prefix("*.") {
-        Some(suffix) => host
-            .strip_suffix(suffix)
-            .is_some_and(|rest| rest.ends_with('.') && rest.len() > 1),
-        None => host == pattern,
-    }
-}
-
-/// Whether an address is on the public internet: not loopback, private, link-local, shared
-/// (CGNAT), unspecified, broadcast, multicast, documentation, benchmarking or reserved, and
-/// the same for the IPv4 address inside a mapped or NAT64 IPv6 one.
-pub fn is_public(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => is_public_v4(v4),
-        IpAddr::V6(v6) => is_public_v6(v6),
-    }
-}
-
-fn is_public_v4(ip: Ipv4Addr) -> bool {
-    let [a, b, c, _] = ip.octets();
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_private()
-        || ip.is_link_local()
-        || ip.is_broadcast()
-        || ip.is_multicast()
-        || ip.is_documentation()
-        || a == 0
-        || (a == 100 && (64..128).contains(&b)) // shared address space (CGNAT)
-        || (a == 192 && b == 0 && c == 0) // IETF protocol assignments
-        || (a == 198 && (b == 18 || b == 19)) // benchmarking
-        || a >= 240) // reserved
-}
-
-fn is_public_v6(ip: Ipv6Addr) -> bool {
-    if let Some(v4) = ip.to_ipv4_mapped() {
-        return is_public_v4(v4);
-    }
-    let segments = ip.segments();
-    // NAT64 (64:ff9b::/96) carries an IPv4 address in its last 32 bits.
-    if segments[..6] == [0x64, 0xff9b, 0, 0, 0, 0] {
-        let [.., hi, lo] = segments;
-        let v4 = Ipv4Addr::from((u32::from(hi) << 16) | u32::from(lo));
-        return is_public_v4(v4);
-    }
-    !(ip.is_unspecified()
-        || ip.is_loopback()
-        || ip.is_multicast()
-        || (segments[0] & 0xfe00) == 0xfc00 // unique local
-        || (segments[0] & 0xffc0) == 0xfe80 // link-local
-        || (segments[0] == 0x2001 && segments[1] == 0x0db8)) // documentation
-}
-
-/// Resolves with the system resolver and keeps public addresses only.
-#[derive(Debug)]
-struct PublicOnly;
-
-impl Resolve for PublicOnly {
-    fn resolve(&self, name: Name) -> Resolving {
-        Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let public: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|address| is_public(address.ip()))
-                .collect();
-            if public.is_empty() {
-                let refused: Box<dyn std::error::Error + Send + Sync> =
-                    Box::new(AttachmentRefused::PrivateAddress(host));
-                return Err(refused);
-            }
-            let addrs: Addrs = Box::new(public.into_iter());
-            Ok(addrs)
-        })
     }
 }
 
@@ -200,54 +108,6 @@ mod tests {
 
     fn url(text: &str) -> Url {
         Url::parse(text).unwrap()
-    }
-
-    #[test]
-    fn hosts_match_exactly_or_by_subdomain_wildcard() {
-        assert!(host_matches("files.example.com", "FILES.example.com"));
-        assert!(host_matches("*.cognigy.ai", "endpoint-trial.cognigy.ai"));
-        assert!(host_matches("*.cognigy.ai", "a.b.cognigy.ai"));
-        assert!(!host_matches("*.cognigy.ai", "cognigy.ai"));
-        assert!(!host_matches("*.cognigy.ai", "evilcognigy.ai"));
-        assert!(!host_matches("*.cognigy.ai", "cognigy.ai.evil.com"));
-        assert!(!host_matches(
-            "files.example.com",
-            "files.example.com.evil.com"
-        ));
-    }
-
-    #[test]
-    fn non_public_addresses_are_recognised() {
-        for private in [
-            "127.0.0.1",
-            "10.1.2.3",
-            "172.16.0.1",
-            "192.168.1.1",
-            "169.254.169.254",
-            "100.64.0.1",
-            "0.0.0.0",
-            "255.255.255.255",
-            "224.0.0.1",
-            "::1",
-            "::",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:127.0.0.1",
-            "::ffff:169.254.169.254",
-            "64:ff9b::a9fe:a9fe",
-        ] {
-            let ip: IpAddr = private.parse().unwrap();
-            assert!(!is_public(ip), "{private} is not public");
-        }
-        for public in [
-            "8.8.8.8",
-            "151.101.1.1",
-            "2a00:1450:4001::1",
-            "::ffff:8.8.8.8",
-        ] {
-            let ip: IpAddr = public.parse().unwrap();
-            assert!(is_public(ip), "{public} is public");
-        }
     }
 
     #[test]

@@ -55,6 +55,25 @@ impl ApiError {
         )
     }
 
+    pub(crate) fn method_not_allowed() -> Self {
+        Self::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "This route does not take that method; /v1/openapi.json lists the ones it takes.",
+        )
+    }
+
+    /// A user message longer than the configured limit.
+    pub(crate) fn text_too_long(limit: usize) -> Self {
+        let mut error = Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "text_too_long",
+            format!("text is longer than {limit} characters (api.max_message_chars)."),
+        );
+        error.detail.field = Some("text".to_owned());
+        error
+    }
+
     pub(crate) fn invalid_json(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_json", message)
     }

@@ -109,6 +109,7 @@ pub(crate) async fn start(
     JsonBody(body): JsonBody<StartBody>,
 ) -> Result<(StatusCode, Json<StartedBody>), ApiError> {
     let handover = new_handover(body)?;
+    allowed_endpoint(&state, &handover.address.endpoint_url).await?;
     match state.service.start(handover).await? {
         Admission::Started(id) => Ok((
             StatusCode::ACCEPTED,
@@ -188,6 +189,24 @@ fn endpoint_url(raw: &str) -> Result<String, ApiError> {
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
+/// Refuses an Endpoint URL that Notify and Inject could not be sent to: a host off
+/// `cognigy.endpoint_hosts`, or one on a non-public address that is not listed by name.
+async fn allowed_endpoint(state: &ApiState, endpoint_url: &str) -> Result<(), ApiError> {
+    let url = reqwest::Url::parse(endpoint_url)
+        .map_err(|_| ApiError::field("endpointUrl", "endpointUrl is not a URL"))?;
+    state
+        .config
+        .endpoint_hosts
+        .resolve_checked(&url)
+        .await
+        .map_err(|refused| {
+            ApiError::field(
+                "endpointUrl",
+                format!("endpointUrl is not allowed: {refused} (see cognigy.endpoint_hosts)"),
+            )
+        })
+}
+
 fn turn(turn: TurnBody) -> TranscriptTurn {
     match turn.role {
         TurnRole::User => TranscriptTurn::user(turn.text),
@@ -220,6 +239,7 @@ fn settings(body: SettingsBody, locale: Option<String>) -> Result<HandoverSettin
             .collect::<RoutingAttributes>(),
         identity_token: body
             .identity_token
+            .map(|token| token.0)
             .filter(|token| !token.trim().is_empty())
             .map(IdentityToken::new),
         user_connected_message: body.user_connects_message,
@@ -371,7 +391,7 @@ async fn submit(state: &ApiState, id: &str, input: Input) -> Result<(), ApiError
         (status = 401, description = "No valid API key", body = ErrorBody),
         (status = 404, description = "No such handover", body = ErrorBody),
         (status = 409, description = "The handover has ended", body = ErrorBody),
-        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 413, description = "The body is too large, or `text` is longer than `api.max_message_chars` (code `text_too_long`)", body = ErrorBody),
     ),
     security(("bearer" = []))
 )]
@@ -388,6 +408,10 @@ pub(crate) async fn message(
             "text",
             "text must not be empty unless there are attachments",
         ));
+    }
+    let limit = state.config.max_message_chars;
+    if body.text.chars().nth(limit).is_some() {
+        return Err(ApiError::text_too_long(limit));
     }
     let attachments = body
         .attachments

@@ -35,6 +35,12 @@ pub struct ApiConfig {
     pub max_body_bytes: usize,
     /// How many handovers a list returns at most (default 100).
     pub max_list: usize,
+    /// The longest user message, in characters (default 10,000: far above a chat line, far
+    /// below a flood that would take Salesforce's 22 messages a minute hours to carry).
+    pub max_message_chars: usize,
+    /// Where a start's `endpointUrl` may point (the Cognigy client's own policy; Cognigy's
+    /// SaaS domains by default). A start with another one gets 400 and nothing is stored.
+    pub endpoint_hosts: handover_egress::EgressPolicy,
 }
 
 impl Default for ApiConfig {
@@ -43,6 +49,10 @@ impl Default for ApiConfig {
             keys: Vec::new(),
             max_body_bytes: 1024 * 1024,
             max_list: 100,
+            max_message_chars: 10_000,
+            endpoint_hosts: crate::notify::endpoint_policy(
+                &crate::notify::COGNIGY_SAAS_ENDPOINT_HOSTS,
+            ),
         }
     }
 }
@@ -89,6 +99,7 @@ pub fn router(service: Arc<dyn Handovers>, config: ApiConfig) -> Router {
             }),
         )
         .fallback(|| async { ApiError::no_route() })
+        .method_not_allowed_fallback(|| async { ApiError::method_not_allowed() })
         .with_state(state)
 }
 
@@ -145,8 +156,25 @@ impl<T: DeserializeOwned> FromRequest<ApiState> for JsonBody<T> {
     }
 }
 
-/// Parses `bytes` as `T`. Syntax errors say where; wrong fields say which.
+/// Parses `bytes` as `T`. Syntax errors say where; wrong fields say which. Every body is a
+/// JSON object: serde would otherwise take an array as the fields in order.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') | None => {}
+        Some(_) => {
+            let what = match serde_json::from_slice::<serde_json::Value>(bytes) {
+                Ok(serde_json::Value::Array(_)) => "an array",
+                Ok(serde_json::Value::String(_)) => "a string",
+                Ok(serde_json::Value::Number(_)) => "a number",
+                Ok(serde_json::Value::Bool(_)) => "a boolean",
+                Ok(serde_json::Value::Null) => "null",
+                Ok(serde_json::Value::Object(_)) | Err(_) => "not JSON",
+            };
+            return Err(ApiError::invalid_json(format!(
+                "The body must be a JSON object, not {what}."
+            )));
+        }
+    }
     let mut deserializer = serde_json::Deserializer::from_slice(bytes);
     let value = serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
         let path = error.path().to_string();

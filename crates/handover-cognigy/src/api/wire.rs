@@ -77,7 +77,7 @@ pub(crate) enum TurnRole {
 }
 
 /// The Salesforce MIAW settings of the Handover to Human Agent node, with Cognigy's defaults.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields, default)]
 pub(crate) struct SettingsBody {
     /// Send Transcript as first message (default off).
@@ -89,8 +89,7 @@ pub(crate) struct SettingsBody {
     pub routing_attributes: BTreeMap<String, String>,
     /// Identity Token for Authenticated Users; without one the user is a guest.
     #[schema(value_type = Option<String>)]
-    #[serde(skip_serializing)]
-    pub identity_token: Option<String>,
+    pub identity_token: Option<SecretText>,
     /// Enable User Connects Message (default on).
     pub user_connects_message: bool,
     /// Enable User Disconnects Message (default on).
@@ -122,6 +121,24 @@ impl Default for SettingsBody {
             forward_events: defaults.forward_events,
             forward_while_queued: defaults.forward_while_queued,
         }
+    }
+}
+
+/// A secret from a request body: its `Debug` never shows it.
+#[derive(Deserialize)]
+#[serde(transparent)]
+pub(crate) struct SecretText(pub String);
+
+/// Written only as a marker (OpenAPI writes the settings' defaults, where it is absent).
+impl Serialize for SecretText {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("<redacted>")
+    }
+}
+
+impl std::fmt::Debug for SecretText {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretText(<redacted>)")
     }
 }
 

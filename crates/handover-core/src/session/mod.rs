@@ -559,7 +559,10 @@ impl Session {
             return;
         }
         if self.request.settings.send_transcript {
-            let text = transcript::render(&self.request.transcript);
+            let text = transcript::render_capped(
+                &self.request.transcript,
+                self.config.max_transcript_chars,
+            );
             let chunks = transcript::split(&text, self.config.max_message_chars);
             for (index, chunk) in chunks.into_iter().enumerate() {
                 if chunk.trim().is_empty() {
