@@ -197,6 +197,8 @@ fn pacing_counts_transcript_chunks_too() {
     let mut sim = sim_with(|c| {
         c.settings.send_transcript = true;
         c.transcript = transcript;
+        // Thirty whole messages: above the default cap, which keeps the newest 16,000.
+        c.config.max_transcript_chars = 100_000;
     });
     sim.start();
     sim.user_says("and now me");

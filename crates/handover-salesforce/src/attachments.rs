@@ -58,16 +58,22 @@ pub enum AttachmentRefused {
     TooManyRedirects(usize),
 }
 
+impl From<Refused> for AttachmentRefused {
+    fn from(refused: Refused) -> Self {
+        match refused {
+            Refused::Scheme(scheme) => Self::Scheme(scheme),
+            Refused::Invalid => Self::Invalid,
+            Refused::HostNotAllowed(host) => Self::HostNotAllowed(host),
+            Refused::PrivateAddress(host) => Self::PrivateAddress(host),
+        }
+    }
+}
+
 impl AttachmentPolicy {
     /// Checks one hop: scheme, allow-list, and an address literal's range. Names are checked
     /// for their addresses when they are resolved.
     pub fn check(&self, url: &Url) -> Result<(), AttachmentRefused> {
-        self.egress().check(url).map_err(|refused| match refused {
-            Refused::Scheme(scheme) => AttachmentRefused::Scheme(scheme),
-            Refused::Invalid => AttachmentRefused::Invalid,
-            Refused::HostNotAllowed(host) => AttachmentRefused::HostNotAllowed(host),
-            Refused::PrivateAddress(host) => AttachmentRefused::PrivateAddress(host),
-        })
+        self.egress().check(url).map_err(AttachmentRefused::from)
     }
 
     fn egress(&self) -> EgressPolicy {

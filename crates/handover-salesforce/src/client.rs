@@ -605,6 +605,10 @@ fn refused_or_transport(error: reqwest::Error) -> SalesforceError {
         if let Some(refused) = current.downcast_ref::<AttachmentRefused>() {
             return SalesforceError::Request(refused.to_string());
         }
+        // A name refused by the resolver, for what it resolved to.
+        if let Some(refused) = current.downcast_ref::<handover_egress::Refused>() {
+            return SalesforceError::Request(AttachmentRefused::from(refused.clone()).to_string());
+        }
         source = current.source();
     }
     if error.is_redirect() {
