@@ -291,18 +291,12 @@ fn receipts(running: &Running) -> Vec<(String, Option<String>)> {
         .collect()
 }
 
-#[tokio::test]
-async fn s10_the_bridges_echo_is_recognised_by_the_entry_identifier_and_its_receipt_names_the_flows_message()
- {
-    let (running, receipts) = echo_and_receipt(UserEntryIdentifier::MessageId).await;
+/// The Flow's receipt names its message, and the echo was recognised `by` what it should be.
+async fn assert_echo_recognised(entry_ids: UserEntryIdentifier, by: EchoMatch) {
+    let (running, receipts) = echo_and_receipt(entry_ids).await;
     assert_eq!(receipts.len(), 1);
     assert_eq!(receipts[0].1.as_deref(), Some("flow-1"));
-    assert_eq!(
-        running.observed(&Observation::OwnEcho {
-            by: EchoMatch::Identifier
-        }),
-        1
-    );
+    assert_eq!(running.observed(&Observation::OwnEcho { by }), 1);
     assert!(
         running.bot.texts().is_empty(),
         "the echo never reaches the user"
@@ -310,20 +304,14 @@ async fn s10_the_bridges_echo_is_recognised_by_the_entry_identifier_and_its_rece
 }
 
 #[tokio::test]
+async fn s10_the_bridges_echo_is_recognised_by_the_entry_identifier_and_its_receipt_names_the_flows_message()
+ {
+    assert_echo_recognised(UserEntryIdentifier::MessageId, EchoMatch::Identifier).await;
+}
+
+#[tokio::test]
 async fn s10_the_bridges_echo_is_recognised_by_abstract_message_id_when_the_entry_has_its_own() {
-    let (running, receipts) = echo_and_receipt(UserEntryIdentifier::Generated).await;
-    assert_eq!(receipts.len(), 1);
-    assert_eq!(receipts[0].1.as_deref(), Some("flow-1"));
-    assert_eq!(
-        running.observed(&Observation::OwnEcho {
-            by: EchoMatch::MessageId
-        }),
-        1
-    );
-    assert!(
-        running.bot.texts().is_empty(),
-        "the echo never reaches the user"
-    );
+    assert_echo_recognised(UserEntryIdentifier::Generated, EchoMatch::MessageId).await;
 }
 
 fn agent_messages(running: &Running) -> Vec<AgentMessage> {

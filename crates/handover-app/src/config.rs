@@ -390,6 +390,38 @@ pub enum ConfigError {
         /// What is wrong.
         problem: String,
     },
+    /// No file was given, none was found, and what the environment gave is not enough.
+    #[error(
+        "no handover.toml found in {dir} (pass --config FILE, or set HANDOVER_… variables); \
+         without it: {error}"
+    )]
+    NoFile {
+        /// Where it was looked for.
+        dir: String,
+        /// What the defaults and the environment alone lacked.
+        error: Box<ConfigError>,
+    },
+}
+
+/// A log filter of levels: `info`, or directives such as `warn,handover_app=debug`. Every
+/// directive names a level; tracing would take `verbose` as a target and log nothing.
+fn check_log_level(filter: &str) -> Result<(), String> {
+    const LEVELS: [&str; 6] = ["trace", "debug", "info", "warn", "error", "off"];
+    let is_level = |text: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(text.trim()));
+    let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
+    for directive in &directives {
+        let level = directive.rsplit_once('=').map_or(*directive, |(_, level)| level);
+        if !is_level(level) {
+            return Err(format!(
+                "{directive:?} names no level ({}); for example `info` or \
+                 `warn,handover_app=debug`",
+                LEVELS.join(", ")
+            ));
+        }
+    }
+    tracing_subscriber::EnvFilter::try_new(filter)
+        .map(drop)
+        .map_err(|error| format!("is not a log filter: {error}"))
 }
 
 fn invalid(key: impl Into<String>, problem: impl Into<String>) -> ConfigError {
@@ -403,7 +435,18 @@ impl Config {
     /// Defaults < `path` (if given, or `handover.toml` if it exists) < `HANDOVER_…` variables
     /// < Cognigy's operator variables; then validated.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        Self::from_figment(Self::figment(path))
+        let loaded = Self::from_figment(Self::figment(path));
+        match loaded {
+            Err(error) if path.is_none() && !Path::new("handover.toml").exists() => {
+                let dir = std::env::current_dir()
+                    .map_or_else(|_| ".".to_owned(), |dir| dir.display().to_string());
+                Err(ConfigError::NoFile {
+                    dir,
+                    error: Box::new(error),
+                })
+            }
+            loaded => loaded,
+        }
     }
 
     /// The layers, before extraction (tests add their own).
@@ -503,11 +546,25 @@ impl Config {
             handover_store::Keyring::parse(self.store.keys.expose())
                 .map_err(|error| invalid("store.keys", error.to_string()))?;
         }
-        if let Some(url) = &self.store.url
-            && !(url.expose().starts_with("sqlite:") || url.expose().starts_with("postgres"))
-        {
-            return Err(invalid("store.url", "must start with sqlite: or postgres:"));
+        if let Some(url) = &self.store.url {
+            let url = url.expose();
+            if !(url.starts_with("sqlite:") || url.starts_with("postgres")) {
+                return Err(invalid("store.url", "must start with sqlite: or postgres:"));
+            }
+            let path = url
+                .strip_prefix("sqlite://")
+                .or_else(|| url.strip_prefix("sqlite:"))
+                .map(|rest| rest.split_once('?').map_or(rest, |(path, _)| path));
+            if path == Some(":memory:")
+                || (url.starts_with("sqlite:") && url.contains("mode=memory"))
+            {
+                return Err(invalid(
+                    "store.url",
+                    "an in-memory SQLite database would lose every handover at a restart; name a file",
+                ));
+            }
         }
+        check_log_level(&self.log.level).map_err(|problem| invalid("log.level", problem))?;
         if self.store.lease_ttl_secs < 3 {
             return Err(invalid("store.lease_ttl_secs", "must be at least 3"));
         }

@@ -14,7 +14,7 @@ use handover_store::SummaryFilter;
 
 /// Hands a Cognigy.AI conversation over to a Salesforce Messaging for In-App and Web agent.
 #[derive(Parser)]
-#[command(version)]
+#[command(name = "handover", version)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -52,8 +52,8 @@ enum Command {
     },
     /// Looks at handovers in the store.
     Sessions {
-        /// A configuration file instead of ./handover.toml.
-        #[arg(long)]
+        /// A configuration file instead of ./handover.toml (before or after the action).
+        #[arg(long, global = true)]
         config: Option<PathBuf>,
         #[command(subcommand)]
         action: SessionsAction,
@@ -87,8 +87,11 @@ fn init_logs(format: LogFormat, level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours for a person at a terminal, never into a file or a log collector.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),
@@ -197,6 +200,7 @@ async fn sessions(lists: &Lists, action: SessionsAction) -> anyhow::Result<()> {
                 Lists::Memory(store) => store.summaries(&filter)?,
                 Lists::Sql(store) => store.summaries(&filter).await?,
             };
+            out("HANDOVER  PHASE  OUTCOME  USER/SESSION\n");
             for summary in summaries {
                 let outcome = summary.outcome.map_or_else(
                     || "live".to_owned(),
@@ -207,8 +211,8 @@ async fn sessions(lists: &Lists, action: SessionsAction) -> anyhow::Result<()> {
                     summary.handover_id,
                     summary.phase.as_str(),
                     outcome,
-                    summary.user_id,
-                    summary.session_id
+                    printable(&summary.user_id),
+                    printable(&summary.session_id)
                 ));
             }
         }
@@ -220,8 +224,8 @@ async fn sessions(lists: &Lists, action: SessionsAction) -> anyhow::Result<()> {
             out(&format!(
                 "handover: {id}\nconversation: {}\nuser: {}\nsession: {}\nphase: {}\noutcome: {}\nversion: {}\npending commands: {pending}\npending inputs: {inputs}\n",
                 stored.session.conversation_id(),
-                stored.address.user_id,
-                stored.address.session_id,
+                printable(&stored.address.user_id),
+                printable(&stored.address.session_id),
                 stored.session.phase().as_str(),
                 stored.session.outcome().map_or_else(
                     || "-".to_owned(),
@@ -239,4 +243,20 @@ async fn sessions(lists: &Lists, action: SessionsAction) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// A client-chosen value for the operator's terminal: control characters (escape sequences
+/// among them) are shown escaped, never sent to the terminal.
+fn printable(value: &str) -> String {
+    value
+        .chars()
+        .flat_map(|c| {
+            let escaped: Vec<char> = if c.is_control() {
+                c.escape_default().collect()
+            } else {
+                vec![c]
+            };
+            escaped
+        })
+        .collect()
 }

@@ -91,6 +91,18 @@ async fn the_demo_starts_without_configuration_prints_its_urls_and_stops_on_sigt
 }
 
 #[test]
+fn the_version_is_the_programs_name_and_version() {
+    let output = Command::new(env!("CARGO_BIN_EXE_handover"))
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(output.stdout).unwrap(),
+        format!("handover {}\n", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
 fn check_config_names_the_bad_key() {
     let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("check-{}", std::process::id()));
@@ -151,7 +163,8 @@ async fn sessions_lists_shows_and_closes_handovers_in_the_store() {
     let address = BotAddress {
         endpoint_url: "https://endpoint.example".to_owned(),
         url_token: "t".to_owned(),
-        user_id: "cli-user".to_owned(),
+        // A client-chosen id with an escape sequence: it must not reach the terminal raw.
+        user_id: "cli-user\u{1b}[31m".to_owned(),
         session_id: "cli-session".to_owned(),
     };
     store
@@ -164,12 +177,13 @@ async fn sessions_lists_shows_and_closes_handovers_in_the_store() {
         .await
         .unwrap();
     drop(store);
+    // `--config` after the action works as well as before it.
     let run = |args: &[&str]| {
         let output = Command::new(env!("CARGO_BIN_EXE_handover"))
             .arg("sessions")
+            .args(args)
             .arg("--config")
             .arg(&file)
-            .args(args)
             .env_remove("HANDOVER_STORE__KEYS")
             .output()
             .unwrap();
@@ -183,8 +197,18 @@ async fn sessions_lists_shows_and_closes_handovers_in_the_store() {
     let id = session.handover_id().to_string();
     let listed = run(&["list"]);
     assert!(
-        listed.contains(&id) && listed.contains("cli-user/cli-session") && listed.contains("live"),
+        listed.starts_with("HANDOVER  PHASE  OUTCOME  USER/SESSION\n"),
         "{listed}"
+    );
+    assert!(
+        listed.contains(&id)
+            && listed.contains("cli-user\\u{1b}[31m/cli-session")
+            && listed.contains("live"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains('\u{1b}'),
+        "no raw escape reaches the terminal"
     );
     let shown = run(&["show", &id]);
     assert!(

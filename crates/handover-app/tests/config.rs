@@ -261,3 +261,26 @@ fn the_stream_hold_and_the_agent_poll_reach_the_core_and_a_zero_poll_is_refused(
     );
     assert!(message.contains("safety_poll_with_agent"), "{message}");
 }
+
+#[test]
+fn config_edges_a_bad_log_level_an_in_memory_database_and_no_file_are_named() {
+    let error = error_of("[log]\nlevel = \"verbose!!\"\n", &[]);
+    assert!(error.contains("`log.level`"), "{error}");
+    for url in ["sqlite::memory:", "sqlite://handover.db?mode=memory"] {
+        let error = error_of("", &[("HANDOVER_STORE__URL", url)]);
+        assert!(
+            error.contains("`store.url`") && error.contains("in-memory"),
+            "{url}: {error}"
+        );
+    }
+    figment::Jail::expect_with(|_jail| {
+        // An empty directory: no handover.toml and no HANDOVER_… variables.
+        let error = Config::load(None).unwrap_err().to_string();
+        assert!(error.starts_with("no handover.toml found in "), "{error}");
+        assert!(
+            error.contains("store.keys"),
+            "and what was missing: {error}"
+        );
+        Ok(())
+    });
+}

@@ -7,7 +7,6 @@
 mod support;
 
 use miaw_sandbox::{DEFAULT_DEVELOPER_NAME, SandboxConfig};
-use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
@@ -435,32 +434,9 @@ async fn upload(
     mime: &str,
     bytes: Vec<u8>,
 ) -> reqwest::Response {
-    let entry = json!({
-        "esDeveloperName": DEFAULT_DEVELOPER_NAME,
-        "message": { "id": new_conversation_id(), "fileId": new_conversation_id(), "text": "my receipt" },
-    });
-    let form = Form::new()
-        .part(
-            "messageEntry",
-            Part::text(entry.to_string())
-                .mime_str("application/json")
-                .unwrap(),
-        )
-        .part(
-            "fileData",
-            Part::bytes(bytes)
-                .file_name(name.to_owned())
-                .mime_str(mime)
-                .unwrap(),
-        );
     harness
-        .client
-        .post(harness.url(&format!("{API}/conversation/{id}/file")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
+        .upload(token, id, (name, mime), bytes, Some("my receipt"))
         .await
-        .unwrap()
 }
 
 #[tokio::test]

@@ -12,7 +12,6 @@ use std::time::Duration;
 use miaw_sandbox::{
     DEFAULT_DEVELOPER_NAME, DEFAULT_ORG_ID, IdentityKey, Replay, SandboxConfig, UserEntryIdentifier,
 };
-use reqwest::multipart::{Form, Part};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::*;
@@ -34,32 +33,9 @@ async fn upload(
     mime: &str,
     size: usize,
 ) -> reqwest::Response {
-    let entry = json!({
-        "esDeveloperName": DEFAULT_DEVELOPER_NAME,
-        "message": { "id": new_conversation_id(), "fileId": new_conversation_id() },
-    });
-    let form = Form::new()
-        .part(
-            "messageEntry",
-            Part::text(entry.to_string())
-                .mime_str("application/json")
-                .unwrap(),
-        )
-        .part(
-            "fileData",
-            Part::bytes(vec![b'%'; size])
-                .file_name(name.to_owned())
-                .mime_str(mime)
-                .unwrap(),
-        );
     harness
-        .client
-        .post(harness.url(&format!("{API}/conversation/{id}/file")))
-        .bearer_auth(token)
-        .multipart(form)
-        .send()
+        .upload(token, id, (name, mime), vec![b'%'; size], None)
         .await
-        .unwrap()
 }
 
 #[tokio::test]
@@ -163,6 +139,15 @@ async fn point_2_a_user_messages_entry_is_identified_by_the_clients_message_id()
     );
 }
 
+/// Closes the conversation from the customer side.
+async fn close(harness: &Harness, token: &str, id: &str) -> StatusCode {
+    let path = format!("{API}/conversation/{id}?esDeveloperName={DEFAULT_DEVELOPER_NAME}");
+    harness
+        .call(Method::DELETE, &path, Some(token), None)
+        .await
+        .status()
+}
+
 #[tokio::test]
 async fn point_3_closing_after_the_session_ended_reports_no_second_end() {
     let harness = Harness::start().await;
@@ -170,15 +155,7 @@ async fn point_3_closing_after_the_session_ended_reports_no_second_end() {
     let id = harness.create(&token, json!({})).await;
     harness.control(&format!("{id}/accept"), json!({})).await;
     harness.control(&format!("{id}/end"), json!({})).await;
-    let response = harness
-        .call(
-            Method::DELETE,
-            &format!("{API}/conversation/{id}?esDeveloperName={DEFAULT_DEVELOPER_NAME}"),
-            Some(&token),
-            None,
-        )
-        .await;
-    assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    assert_eq!(close(&harness, &token, &id).await, StatusCode::NO_CONTENT);
     let entries = harness.entries(&token, &id, "limit=50").await;
     let ended: Vec<&Value> = entries
         .iter()
@@ -199,14 +176,7 @@ async fn point_3_closing_after_the_session_ended_reports_no_second_end() {
     // Closing an open session still ends it, once.
     let id = harness.create(&token, json!({})).await;
     harness.control(&format!("{id}/accept"), json!({})).await;
-    harness
-        .call(
-            Method::DELETE,
-            &format!("{API}/conversation/{id}?esDeveloperName={DEFAULT_DEVELOPER_NAME}"),
-            Some(&token),
-            None,
-        )
-        .await;
+    close(&harness, &token, &id).await;
     let entries = harness.entries(&token, &id, "limit=50").await;
     let ended = entries
         .iter()

@@ -99,6 +99,43 @@ impl Harness {
         .await
     }
 
+    /// Uploads a file message (multipart `messageEntry` + `fileData`) with `text` beside it.
+    pub async fn upload(
+        &self,
+        token: &str,
+        conversation: &str,
+        (name, mime): (&str, &str),
+        bytes: Vec<u8>,
+        text: Option<&str>,
+    ) -> Response {
+        let mut message = json!({ "id": new_conversation_id(), "fileId": new_conversation_id() });
+        if let Some(text) = text {
+            message["text"] = text.into();
+        }
+        let entry = json!({ "esDeveloperName": DEFAULT_DEVELOPER_NAME, "message": message });
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "messageEntry",
+                reqwest::multipart::Part::text(entry.to_string())
+                    .mime_str("application/json")
+                    .unwrap(),
+            )
+            .part(
+                "fileData",
+                reqwest::multipart::Part::bytes(bytes)
+                    .file_name(name.to_owned())
+                    .mime_str(mime)
+                    .unwrap(),
+            );
+        self.client
+            .post(self.url(&format!("{API}/conversation/{conversation}/file")))
+            .bearer_auth(token)
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+    }
+
     pub async fn control(&self, path: &str, body: Value) -> Response {
         self.call(
             Method::POST,
