@@ -399,7 +399,7 @@ pub enum ConfigError {
         /// Where it was looked for.
         dir: String,
         /// What the defaults and the environment alone lacked.
-        error: Box<ConfigError>,
+        error: Box<Self>,
     },
 }
 
