@@ -410,7 +410,9 @@ fn check_log_level(filter: &str) -> Result<(), String> {
     let is_level = |text: &str| LEVELS.iter().any(|l| l.eq_ignore_ascii_case(text.trim()));
     let directives: Vec<&str> = filter.split(',').map(str::trim).collect();
     for directive in &directives {
-        let level = directive.rsplit_once('=').map_or(*directive, |(_, level)| level);
+        let level = directive
+            .rsplit_once('=')
+            .map_or(*directive, |(_, level)| level);
         if !is_level(level) {
             return Err(format!(
                 "{directive:?} names no level ({}); for example `info` or \
