@@ -155,6 +155,17 @@ impl E2e {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// The bridge crashes and starts again as the same instance, with no name configured.
+    async fn crash_and_restart_unnamed(&mut self) {
+        self.app.take().unwrap().abort();
+        assert!(self.config.instance_id.is_none());
+        self.app = Some(
+            App::start(&self.config, Keyring::parse(&keys_spec()).unwrap())
+                .await
+                .unwrap(),
+        );
+    }
+
     /// A new process on the same store, after the previous one stopped.
     async fn start_next_instance(&mut self) {
         let mut config = self.config.clone();
@@ -746,6 +757,26 @@ async fn s47_a_crowded_millisecond_is_paged_through_under_either_reading_of_the_
         assert_eq!(e2e.view(&handover).await["live"], true);
         e2e.stop().await;
     }
+}
+
+#[tokio::test]
+async fn s42_a_single_instance_restarted_without_a_configured_name_takes_its_handovers_back_at_once()
+ {
+    // Leases far longer than the test waits: only taking them back can resume in time.
+    let mut e2e = E2e::start_with(|config| config.store.lease_ttl_secs = 600).await;
+    let handover = e2e.start_handover("s42u", json!({})).await;
+    let conversation = e2e.with_agent("s42u", &handover).await;
+    e2e.relayed_to_user("s42u", &conversation, "before the crash")
+        .await;
+    let kept = std::fs::read_to_string(e2e.config.data_dir.join("instance-id")).unwrap();
+    e2e.crash_and_restart_unnamed().await;
+    assert_eq!(
+        std::fs::read_to_string(e2e.config.data_dir.join("instance-id")).unwrap(),
+        kept,
+        "the generated name is kept in the data directory"
+    );
+    e2e.relayed_to_user("s42u", &conversation, "after the restart")
+        .await;
 }
 
 #[tokio::test]

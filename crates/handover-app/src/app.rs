@@ -142,10 +142,7 @@ impl App {
         );
         let metrics = Metrics::new();
         let lease_ttl = Duration::from_secs(config.store.lease_ttl_secs);
-        let owner = config
-            .instance_id
-            .clone()
-            .unwrap_or_else(|| format!("instance-{}", random_hex()));
+        let owner = instance_name(config)?;
         let max_live = max_live_handovers(
             config.api.max_live_handovers,
             open_file_limit(),
@@ -160,7 +157,7 @@ impl App {
             default_deployment,
             bot,
             session_config: config.session_config(),
-            owner,
+            owner: owner.clone(),
             lease_ttl,
             inbox_poll: Duration::from_secs(10),
             metrics: metrics.clone(),
@@ -236,10 +233,10 @@ impl App {
                 tracing::error!(%error, "the HTTP server stopped");
             }
         }));
-        // A fixed name means the leases under it are this instance's own, left by its
+        // A lasting name means the leases under it are this instance's own, left by its
         // previous run: take them back now rather than after they lapse.
-        if let Some(name) = &config.instance_id {
-            match store.release_leases_of(name).await {
+        if config.instance_id.is_some() || config.store_url().starts_with("sqlite") {
+            match store.release_leases_of(&owner).await {
                 Ok(0) => {}
                 Ok(freed) => {
                     tracing::info!(
@@ -412,6 +409,33 @@ pub fn max_live_handovers(
             usize::MAX
         }
     }
+}
+
+/// This instance's name in leases: the configured one; on SQLite (one instance by
+/// definition) one generated at the first start and kept in the data directory, so that a
+/// restart takes its handovers back at once; on PostgreSQL, without a configured name, a new
+/// one per start (instances may share a data directory; two under one name would take each
+/// other's handovers).
+fn instance_name(config: &Config) -> anyhow::Result<String> {
+    if let Some(name) = &config.instance_id {
+        return Ok(name.clone());
+    }
+    if !config.store_url().starts_with("sqlite") {
+        return Ok(format!("instance-{}", random_hex()));
+    }
+    let path = config.data_dir.join("instance-id");
+    match std::fs::read_to_string(&path) {
+        Ok(kept) if !kept.trim().is_empty() => return Ok(kept.trim().to_owned()),
+        Ok(_) => {}
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {}
+        Err(error) => {
+            return Err(error).with_context(|| format!("reading {}", path.display()));
+        }
+    }
+    let name = format!("instance-{}", random_hex());
+    std::fs::write(&path, format!("{name}\n"))
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(name)
 }
 
 /// 16 random hex digits.
