@@ -23,6 +23,7 @@ use crate::transcript;
 /// How many of the user's recent Salesforce message ids a session keeps for receipts (they
 /// arrive within seconds; the session is stored whole, so the list stays short).
 const SENT_REMEMBERED: usize = 16;
+
 /// Where a handover stands. Waiting phases are named after what they wait for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 #[cfg_attr(feature = "serde", derive(serde::Serialize, serde::Deserialize))]
